@@ -1,0 +1,175 @@
+"""`python -m champ_core animate`: a reference image + a motion folder -> an animation video."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from . import CommandError
+
+HELP = "Animate a reference image along a guidance (motion) folder and write an mp4."
+
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"size {text!r} must look like WIDTHxHEIGHT, e.g. 512x768") from exc
+    return w, h
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..guidance import GUIDANCE_TYPES
+    from ..pipeline.scheduler import BETA_SCHEDULES, SOLVERS
+    from ..pipeline.windows import FUSIONS, SCHEDULES
+
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("--reference", required=True, type=Path, help="reference image (any size; RGBA/gray accepted)")
+    io.add_argument("--guidance", required=True, type=Path,
+                    help="motion folder with depth/ normal/ semantic_map/ dwpose/ [mask/] (as written by `render`)")
+    io.add_argument("--weights", required=True, type=Path,
+                    help="folder with champ/, image_encoder/, sd-vae-ft-mse/ (released layout or converted safetensors)")
+    io.add_argument("--out", required=True, type=Path, help="output video (.mp4)")
+    io.add_argument("--grid", type=Path, default=None, help="also write reference | result | guidance maps here")
+    io.add_argument("--frames", default=None, metavar="A:B", help="frame range of the motion folder (end exclusive)")
+    io.add_argument("--fps", type=float, default=24.0, help="output frame rate (default 24, as the reference)")
+    io.add_argument("--guidance-types", nargs="+", choices=GUIDANCE_TYPES, default=None,
+                    help="use only these guidance types (default: every type present in both folders)")
+
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("--width", type=int, default=512, help="generation width (default 512)")
+    gen.add_argument("--height", type=int, default=512, help="generation height (default 512)")
+    gen.add_argument("--fit", choices=("squash", "crop", "pad"), default="squash",
+                     help="how reference and maps reach the generation size (default squash, as the reference)")
+    gen.add_argument("--output-size", type=_size, default=None, metavar="WxH",
+                     help="resize the decoded frames to this size (default: the generation size)")
+    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale (<= 1: off)")
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--solver", choices=tuple(SOLVERS), default="ddim")
+    gen.add_argument("--beta-schedule", choices=BETA_SCHEDULES, default="linear",
+                     help="linear: the reference's inference; scaled_linear: the training schedule")
+
+    win = parser.add_argument_group("temporal windows")
+    win.add_argument("--window-length", type=int, default=24)
+    win.add_argument("--window-overlap", type=int, default=4)
+    win.add_argument("--window-stride", type=int, default=1, help="dilation levels (the reference's context_stride)")
+    win.add_argument("--window-schedule", choices=SCHEDULES, default="loop",
+                     help="loop: wrap around (the reference); open: no wrap, for clips that are not loops")
+    win.add_argument("--window-fusion", choices=FUSIONS, default="flat")
+    win.add_argument("--shift-windows", action="store_true", help="move the window grid from step to step")
+    win.add_argument("--show-windows", action="store_true", help="print the window plan and exit")
+
+    run_group = parser.add_argument_group("device")
+    run_group.add_argument("--device", default="auto", help="cuda, cpu, cuda:1, ... (default: cuda if available)")
+    run_group.add_argument("--dtype", choices=DTYPES, default="auto", help="auto: fp16 on GPU, fp32 on CPU")
+    run_group.add_argument("--decode-chunk", type=int, default=4, help="frames decoded at a time (default 4)")
+    run_group.add_argument("--guidance-cache-mb", type=int, default=0,
+                           help="keep encoded guidance up to this size instead of re-encoding each step")
+
+
+def _window_options(args):
+    from ..pipeline.windows import WindowOptions
+
+    return WindowOptions(length=args.window_length, overlap=args.window_overlap, stride=args.window_stride,
+                         schedule=args.window_schedule, fusion=args.window_fusion,
+                         shift_per_step=args.shift_windows)
+
+
+def _quiet_loaders() -> None:
+    """diffusers/transformers print load chatter and their own bars; the CLI shows one bar of its own."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def run(args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from ..pipeline.inputs import FolderGuidance, InputError, parse_frame_range
+    from ..pipeline.loading import WeightsError, load_pipeline
+    from ..pipeline.sampling import SamplingOptions, to_uint8
+    from ..pipeline.windows import WindowError, plan_windows
+    from ..video import VideoWriter
+
+    try:
+        guidance = FolderGuidance(args.guidance, args.guidance_types, parse_frame_range(args.frames))
+        windows = _window_options(args)
+        plan = plan_windows(guidance.num_frames, windows)
+    except (InputError, WindowError) as exc:
+        raise CommandError(str(exc)) from exc
+    if args.show_windows:
+        print(plan.describe(args.steps))
+        return 0
+    if not args.reference.is_file():
+        raise CommandError(f"reference image {args.reference} does not exist")
+    if args.out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        raise CommandError(f"--out {args.out} must end in .mp4 (or .mov/.mkv)")
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype)
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    _quiet_loaders()
+    try:
+        pipeline = load_pipeline(args.weights, dtype=dtype, device=device, guidance_types=guidance.types)
+    except (WeightsError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+
+    options = SamplingOptions(steps=args.steps, guidance_scale=args.cfg, seed=args.seed, solver=args.solver,
+                              beta_schedule=args.beta_schedule, windows=windows,
+                              guidance_cache_bytes=args.guidance_cache_mb * 2**20)
+    bars: dict[str, tqdm] = {}
+
+    def progress(event) -> None:
+        bar = bars.get(event.phase)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            unit = {"denoise": "window", "decode": "frame"}.get(event.phase, "pass")
+            bar = bars[event.phase] = tqdm(total=event.total, desc=event.phase, unit=unit, dynamic_ncols=True)
+        if event.phase == "denoise":
+            bar.set_postfix_str(f"step {event.step + 1}/{event.num_steps}, window {event.window + 1}/{event.num_windows}",
+                                refresh=False)
+        bar.update(event.done - bar.n)
+
+    try:
+        pipeline.check_size(args.width, args.height)
+        reference = pipeline.encode_reference(args.reference, args.width, args.height, args.fit)
+        latents = pipeline.denoise(reference, guidance, args.width, args.height, options, args.fit,
+                                   progress=progress)
+        out_w, out_h = args.output_size or (args.width, args.height)
+        with VideoWriter(args.out, args.fps) as writer:
+            if args.grid is None:
+                for _, chunk in pipeline.decode(latents, args.decode_chunk, args.output_size, progress):
+                    writer.write(to_uint8(chunk))
+            else:
+                from ..pipeline.inputs import WHITE, fit_image, to_rgb_uint8
+
+                ref_tile = fit_image(to_rgb_uint8(args.reference), out_w, out_h, args.fit, "lanczos", WHITE)
+                with VideoWriter(args.grid, args.fps) as grid_writer:
+                    for frames, chunk in pipeline.decode(latents, args.decode_chunk, args.output_size, progress):
+                        result = to_uint8(chunk)
+                        writer.write(result)
+                        maps = guidance.read(list(frames), out_w, out_h, args.fit)
+                        tiles = [[ref_tile] * len(result), result] + [maps[t] for t in guidance.types]
+                        grid_writer.write(np.concatenate([np.asarray(t) for t in tiles], axis=2))
+    except InputError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"wrote {args.out}" + (f" and {args.grid}" if args.grid else ""))
+    return 0
+
+
+
