@@ -1,0 +1,278 @@
+"""Model nodes: the Champ networks, the image encoder and VAE (pack loaders or ComfyUI's own)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ._common import (
+    CATEGORY,
+    CHAMP_FOLDER,
+    CHAMP_IMAGE_ENCODER,
+    CHAMP_MODEL,
+    CHAMP_VAE,
+    ChampNodeError,
+    model_folder_paths,
+)
+
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+CHAMP_STEMS = ("denoising_unet",)
+WEIGHT_SUFFIXES = (".pth", ".safetensors", ".bin", ".pt")
+CLIP_FILES = ("model.safetensors", "pytorch_model.bin")
+VAE_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+             "diffusion_pytorch_model.fp16.safetensors")
+MISSING = "(none found in models/champ)"
+MAX_DEPTH = 3
+
+
+def _candidate_folders(predicate) -> list[str]:
+    """Folders under every models/champ search path (depth <= 3) for which predicate(folder) holds,
+    as paths relative to their search path ("." for the search path itself)."""
+    found = []
+    for root in model_folder_paths(CHAMP_FOLDER):
+        if not os.path.isdir(root):
+            continue
+        for current, dirs, _files in os.walk(root, followlinks=True):
+            depth = os.path.relpath(current, root).count(os.sep) + (current != root)
+            if depth >= MAX_DEPTH:
+                dirs[:] = []
+            dirs.sort()
+            if predicate(current):
+                rel = os.path.relpath(current, root)
+                if rel not in found:
+                    found.append(rel.replace(os.sep, "/"))
+    return found or [MISSING]
+
+
+def _has_champ_weights(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, stem + suffix)) for stem in CHAMP_STEMS for suffix in WEIGHT_SUFFIXES)
+
+
+def _has_files(folder: str, names) -> bool:
+    return os.path.isfile(os.path.join(folder, "config.json")) and any(
+        os.path.isfile(os.path.join(folder, n)) for n in names
+    )
+
+
+def _resolve_folder(choice: str, what: str, expected: str) -> str:
+    roots = model_folder_paths(CHAMP_FOLDER)
+    if choice != MISSING:
+        for root in roots:
+            path = os.path.normpath(os.path.join(root, choice))
+            if os.path.isdir(path):
+                return path
+    raise ChampNodeError(
+        f"{what} not found: put {expected} into a folder under {' or '.join(roots)} "
+        "(the layout of the released Champ files), then press Refresh (R) in ComfyUI"
+    )
+
+
+def _torch_dtype(choice: str, device) -> torch.dtype:
+    import comfy.model_management as mm
+
+    if choice == "auto":
+        if mm.should_use_fp16(device):
+            return torch.float16
+        if mm.should_use_bf16(device):
+            return torch.bfloat16
+        return torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[choice]
+
+
+class ManagedModules:
+    """Modules handed to ComfyUI's model manager (ModelPatcher), so they load and offload like
+    core models; `load()` puts them on the compute device and returns the wrapped object."""
+
+    def __init__(self, payload, modules: dict[str, torch.nn.Module], on_device=None):
+        import comfy.model_management as mm
+        import comfy.model_patcher
+
+        self.payload = payload
+        self.container = torch.nn.ModuleDict(modules)
+        self.on_device = on_device
+        self.patcher = comfy.model_patcher.ModelPatcher(
+            self.container, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+        )
+
+    def load(self):
+        import comfy.model_management as mm
+
+        mm.load_models_gpu([self.patcher], force_full_load=True)
+        if self.on_device is not None:
+            self.on_device(self.payload, self.patcher.load_device)
+        return self.payload
+
+
+def _set_models_device(models, device) -> None:
+    models.device = torch.device(device)
+
+
+class ChampModelLoader:
+    NODE_ID = "ChampModelLoader"
+    DISPLAY_NAME = "Champ Model Loader"
+    CATEGORY = f"{CATEGORY}/models"
+    DESCRIPTION = (
+        "Loads the Champ networks (ReferenceNet, denoising UNet with motion modules, guidance encoders) from a "
+        "folder under models/champ holding the released files (denoising_unet.pth, reference_unet.pth, "
+        "motion_module.pth, guidance_encoder_<type>.pth) or converted .safetensors. Loading is strict: a "
+        "missing or unexpected tensor is an error naming it. The networks are handed to ComfyUI's model "
+        "management, so they are moved to the GPU when sampling and offloaded like core models."
+    )
+    RETURN_TYPES = (CHAMP_MODEL,)
+    RETURN_NAMES = ("champ_model",)
+    OUTPUT_TOOLTIPS = ("The Champ networks, for Champ Sampler.",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "weights": (
+                    _candidate_folders(_has_champ_weights),
+                    {"tooltip": "Folder under models/champ with the Champ weight files ('.' = models/champ itself)."},
+                ),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision; auto = fp16/bf16 on GPUs that "
+                                                                 "support it, fp32 otherwise."}),
+            }
+        }
+
+    def load(self, weights, dtype):
+        import comfy.model_management as mm
+
+        from ..champ_core.models import load_champ_models
+
+        folder = _resolve_folder(weights, "Champ weights", "denoising_unet.pth, reference_unet.pth, "
+                                 "motion_module.pth and guidance_encoder_<type>.pth")
+        torch_dtype = _torch_dtype(dtype, mm.get_torch_device())
+        try:
+            models = load_champ_models(folder, dtype=torch_dtype, device=mm.unet_offload_device())
+        except (ValueError, FileNotFoundError) as err:
+            raise ChampNodeError(f"Champ Model Loader: {err}") from err
+        modules = {"reference_unet": models.reference_unet, "denoising_unet": models.denoising_unet,
+                   "guidance_encoders": torch.nn.ModuleDict(models.guidance_encoders)}
+        return (ManagedModules(models, modules, _set_models_device),)
+
+
+class ChampImageEncoderVAELoader:
+    NODE_ID = "ChampImageEncoderVAELoader"
+    DISPLAY_NAME = "Champ Image Encoder & VAE Loader"
+    CATEGORY = f"{CATEGORY}/models"
+    DESCRIPTION = (
+        "Loads the CLIP image encoder (the released image_encoder/ folder: config.json + model.safetensors or "
+        "pytorch_model.bin) and the SD VAE (sd-vae-ft-mse/: config.json + diffusion_pytorch_model.*) from "
+        "folders under models/champ. Alternative: Champ Use Core Encoders, with ComfyUI's own CLIP Vision "
+        "and VAE loaders."
+    )
+    RETURN_TYPES = (CHAMP_IMAGE_ENCODER, CHAMP_VAE)
+    RETURN_NAMES = ("image_encoder", "vae")
+    OUTPUT_TOOLTIPS = ("CLIP image encoder for Champ Encode Reference.", "VAE for encoding and decoding.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "image_encoder": (
+                    _candidate_folders(lambda f: _has_files(f, CLIP_FILES)),
+                    {"tooltip": "Folder under models/champ with the CLIP image encoder (transformers layout)."},
+                ),
+                "vae": (
+                    _candidate_folders(lambda f: _has_files(f, VAE_FILES)),
+                    {"tooltip": "Folder under models/champ with the VAE (diffusers layout)."},
+                ),
+                "dtype": (DTYPES, {"default": "auto", "tooltip": "Precision of both modules."}),
+            }
+        }
+
+    def load(self, image_encoder, vae, dtype):
+        import comfy.model_management as mm
+
+        from ..champ_core.models import load_image_encoder, load_vae
+        from ..champ_core.pipeline.codecs import DiffusersVAE, TransformersCLIP
+
+        clip_folder = _resolve_folder(image_encoder, "CLIP image encoder", "image_encoder/ (config.json + model.safetensors)")
+        vae_folder = _resolve_folder(vae, "VAE", "sd-vae-ft-mse/ (config.json + diffusion_pytorch_model.safetensors)")
+        if image_encoder == vae:
+            raise ChampNodeError("Champ Image Encoder & VAE Loader: the image encoder and the VAE must be different folders")
+        torch_dtype = _torch_dtype(dtype, mm.get_torch_device())
+        offload = mm.unet_offload_device()
+        try:
+            clip = TransformersCLIP(load_image_encoder(clip_folder, torch_dtype, offload))
+            codec = DiffusersVAE(load_vae(vae_folder, torch_dtype, offload))
+        except (ValueError, OSError) as err:
+            raise ChampNodeError(f"Champ Image Encoder & VAE Loader: {err}") from err
+        return (ManagedModules(clip, {"model": clip.model}), ManagedModules(codec, {"vae": codec.vae}))
+
+
+class ComfyCLIPVisionEmbedder:
+    """champ_core ImageEmbedder over ComfyUI's CLIP_VISION (crop "none": squash to 224, as Champ does)."""
+
+    def __init__(self, clip_vision):
+        self.clip_vision = clip_vision
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        output = self.clip_vision.encode_image(images.permute(0, 2, 3, 1).float(), crop=False)
+        return output["image_embeds"].float()[:, None]
+
+
+class ComfyVAECodec:
+    """champ_core LatentCodec over ComfyUI's VAE (latent mean; unscaled latents as in LATENT)."""
+
+    scaling_factor = 0.18215
+
+    def __init__(self, vae):
+        channels = getattr(vae, "latent_channels", 4)
+        if channels != 4:
+            raise ChampNodeError(f"Champ needs the SD1.5 VAE (4 latent channels); this VAE has {channels}")
+        self.vae = vae
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(images.permute(0, 2, 3, 1).float()).float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        images = self.vae.decode(latents.float())
+        return images.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2).float().clamp(0, 1).cpu()
+
+
+class _Direct:
+    """Same interface as ManagedModules for objects ComfyUI already manages itself."""
+
+    def __init__(self, payload):
+        self.payload = payload
+
+    def load(self):
+        return self.payload
+
+
+class ChampUseCoreEncoders:
+    NODE_ID = "ChampUseCoreEncoders"
+    DISPLAY_NAME = "Champ Use Core CLIP Vision & VAE"
+    CATEGORY = f"{CATEGORY}/models"
+    DESCRIPTION = (
+        "Uses ComfyUI's own CLIP_VISION (Load CLIP Vision, from models/clip_vision) and VAE (Load VAE, from "
+        "models/vae) as Champ's image encoder and VAE, for users who keep those files there. The CLIP image is "
+        "squashed to 224x224 (crop 'none'), as Champ does."
+    )
+    RETURN_TYPES = (CHAMP_IMAGE_ENCODER, CHAMP_VAE)
+    RETURN_NAMES = ("image_encoder", "vae")
+    OUTPUT_TOOLTIPS = ("CLIP image encoder for Champ Encode Reference.", "VAE for encoding and decoding.")
+    FUNCTION = "wrap"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip_vision": ("CLIP_VISION", {"tooltip": "The CLIP ViT-L/14 vision model (Champ's image_encoder)."}),
+                "vae": ("VAE", {"tooltip": "The SD1.5 VAE (sd-vae-ft-mse)."}),
+            }
+        }
+
+    def wrap(self, clip_vision, vae):
+        return (_Direct(ComfyCLIPVisionEmbedder(clip_vision)), _Direct(ComfyVAECodec(vae)))
+
+
+NODES = [ChampModelLoader, ChampImageEncoderVAELoader, ChampUseCoreEncoders]
