@@ -1,0 +1,122 @@
+"""Body benchmark: keypoint-fitting accuracy and speed, smoothing, on CPU (and CUDA when present).
+
+    .venv/bin/python bench/body.py [--frames 60] [--sequences 6] [--threads 2]
+
+Sequences: `CHAMP_BODY_EVAL_DIR` (npz: keypoints_2d, joints_3d, focal_px, width, height, fps) when
+set, else synthetic ones from `champ_core.body.evaluation.make_eval_sequence` (random joint-angle
+trajectories, cameras and betas; keypoint noise sigma 2 px at 512 px height, 5 % missing).
+Prints per sequence and overall: median 2D reprojection error (px, against clean keypoints when
+known), PA-MPJPE (mm, 24 SMPL joints), fitting speed (frames per second, wall clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from champ_core.body.evaluation import load_eval_dir, make_eval_sequence, pa_mpjpe, reprojection_errors
+from champ_core.body.fitting import FitConfig, fit_keypoints
+from champ_core.body.keypoints import PoseFrames
+from champ_core.body.model import open_body_model
+from champ_core.body.motions import BUILTIN_MOTIONS, builtin_motion
+from champ_core.body.smoothing import smooth_motion
+
+
+def evaluate(seqs, body, device: str) -> tuple[list[float], list[float], float, int]:
+    reps, pas, seconds, frames = [], [], 0.0, 0
+    for seq in seqs:
+        pose = PoseFrames(seq.keypoints_2d, seq.camera.width, seq.camera.height)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        motion = fit_keypoints(pose, body, seq.camera, fps=seq.fps, config=FitConfig(device=device))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        body_cpu = body.to("cpu")
+        if seq.clean_keypoints_2d is not None:
+            rep = float(np.median(reprojection_errors(motion, body_cpu, seq.clean_keypoints_2d)))
+        else:
+            ok = seq.keypoints_2d[..., 2] > 0
+            rep = float(np.median(reprojection_errors(motion, body_cpu, seq.keypoints_2d[..., :2], ok)))
+        pa = pa_mpjpe(motion.pose(body_cpu).joints.numpy(), seq.joints_3d) * 1000
+        reps.append(rep)
+        pas.append(pa)
+        seconds += elapsed
+        frames += motion.num_frames
+        print(f"  {seq.name:>16s} f={seq.camera.fx:7.0f}px {seq.camera.width}x{seq.camera.height} T={motion.num_frames}: "
+              f"reproj median {rep:5.2f} px  PA-MPJPE {pa:5.1f} mm  {motion.num_frames / elapsed:6.1f} fps")
+    return reps, pas, seconds, frames
+
+
+def smoothing_figures(body) -> None:
+    clips = {n: builtin_motion(n, body, seconds=4, fps=30) for n in BUILTIN_MOTIONS}
+    joints = {n: m.pose(body).joints.numpy().astype(np.float64) for n, m in clips.items()}
+    fastest = max(joints, key=lambda n: np.linalg.norm(np.diff(joints[n], axis=0), axis=-1).mean())
+    rng = np.random.default_rng(0)
+    walk = clips["walk"]
+    # white joint noise: the rotations of every joint perturbed by 0.03 rad, translation by 1 cm
+    from dataclasses import replace
+
+    from champ_core.body.model import axis_angle_to_matrix, matrix_to_axis_angle
+
+    rot = axis_angle_to_matrix(torch.as_tensor(np.concatenate([walk.global_orient[:, None], walk.body_pose], 1), dtype=torch.float64))
+    noise = axis_angle_to_matrix(torch.as_tensor(rng.normal(0, 0.03, size=(walk.num_frames, 24, 3))))
+    aa = matrix_to_axis_angle(rot @ noise).numpy()
+    noisy = replace(walk, global_orient=aa[:, 0], body_pose=aa[:, 1:], transl=walk.transl + rng.normal(0, 0.01, walk.transl.shape))
+
+    def acc(m):
+        j = m.pose(body).joints.numpy().astype(np.float64)
+        return ((j[2:] - 2 * j[1:-1] + j[:-2]) ** 2).sum(-1).mean() * 1e6
+
+    def disp(m):
+        return np.linalg.norm(m.pose(body).joints.numpy() - joints[fastest], axis=-1).mean() * 1000
+
+    print(f"smoothing (noisy walk: mean squared joint acceleration, mm^2/frame^4; clean '{fastest}': mean joint displacement, mm)")
+    print(f"  {'none':>18s}: acc {acc(noisy):8.2f}  disp {0.0:6.2f}")
+    print(f"  {'reference 5-tap':>18s}: acc {acc(smooth_motion(noisy, 'reference')):8.2f}  "
+          f"disp {disp(smooth_motion(clips[fastest], 'reference')):6.2f}")
+    for s in (0.6, 0.8, 1.0, 1.5, 2.0):
+        print(f"  {f'gaussian {s}':>18s}: acc {acc(smooth_motion(noisy, 'gaussian', s)):8.2f}  "
+              f"disp {disp(smooth_motion(clips[fastest], 'gaussian', s)):6.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--sequences", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    body = open_body_model()
+    folder = os.environ.get("CHAMP_BODY_EVAL_DIR")
+    if folder:
+        seqs = load_eval_dir(folder)
+        print(f"evaluation sequences from CHAMP_BODY_EVAL_DIR={folder}: {len(seqs)}")
+    else:
+        seqs = [make_eval_sequence(5000 + i, num_frames=args.frames) for i in range(args.sequences)]
+        print(f"synthetic evaluation sequences: {len(seqs)} x {args.frames} frames (seeds 5000..)")
+    print(f"CPU ({args.threads} torch threads allowed; the fitter itself runs single-threaded):")
+    reps, pas, seconds, frames = evaluate(seqs, body, "cpu")
+    print(f"CPU overall: median reproj {np.median(reps):.2f} px (worst {max(reps):.2f}), mean PA-MPJPE "
+          f"{np.mean(pas):.1f} mm (worst {max(pas):.1f}), speed {frames / seconds:.1f} frames/s")
+    if torch.cuda.is_available():
+        print(f"CUDA ({torch.cuda.get_device_name(0)}):")
+        evaluate(seqs[:1], body.to("cuda"), "cuda")  # warm-up
+        _, _, seconds, frames = evaluate(seqs, body.to("cuda"), "cuda")
+        print(f"CUDA overall speed {frames / seconds:.1f} frames/s")
+    else:
+        print("CUDA: not available on this machine (no GPU lent); run this script on a GPU machine for GPU figures")
+    smoothing_figures(body.to("cpu"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Keypoint fitting accuracy on sequences the priors were not tuned on, references, bad input."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from champ_core.body.evaluation import load_eval_dir, make_eval_sequence, pa_mpjpe, reprojection_errors
+from champ_core.body.fitting import fit_keypoints, fit_reference
+from champ_core.body.keypoints import KeypointError, PoseFrames, openpose18_from_body, project
+from champ_core.body.model import open_body_model
+
+
+def _sequences():
+    folder = os.environ.get("CHAMP_BODY_EVAL_DIR")
+    if folder:
+        return load_eval_dir(folder)[:3]
+    return [make_eval_sequence(seed, num_frames=40) for seed in (1001, 1002)]
+
+
+@pytest.mark.slow
+def test_fitting_accuracy_on_unseen_sequences():
+    body = open_body_model()
+    for seq in _sequences():
+        pose = PoseFrames(seq.keypoints_2d, seq.camera.width, seq.camera.height)
+        motion = fit_keypoints(pose, body, seq.camera, fps=seq.fps)
+        joints = motion.pose(body).joints.numpy()
+        if seq.clean_keypoints_2d is not None:
+            reproj = np.median(reprojection_errors(motion, body, seq.clean_keypoints_2d))
+        else:
+            ok = seq.keypoints_2d[..., 2] > 0
+            reproj = np.median(reprojection_errors(motion, body, seq.keypoints_2d[..., :2], ok))
+        pa = pa_mpjpe(joints, seq.joints_3d) * 1000
+        assert reproj <= 3.0, (seq.name, reproj)
+        assert pa <= 60.0, (seq.name, pa)
+
+
+def test_reference_fit_half_body_and_proportions():
+    body = open_body_model()
+    seq = make_eval_sequence(2024, num_frames=1, noise_px=0.0, missing=0.0)
+    kp = seq.keypoints_2d.copy()
+    kp[0, [8, 9, 10, 11, 12, 13], :] = 0  # waist-up: hips and legs unknown
+    ref = fit_reference(PoseFrames(kp, seq.camera.width, seq.camera.height), body, seq.camera)
+    assert ref.num_frames == 1 and ref.valid.all()
+    err = reprojection_errors(ref, body, seq.clean_keypoints_2d[..., :2], kp[..., 2] > 0)
+    assert np.median(err) < 2.0
+    # legs left to the prior: finite and not far from a natural standing pose
+    assert np.isfinite(ref.body_pose).all() and np.abs(ref.body_pose[0, [3, 4]]).max() < 1.0
+
+
+def test_frames_without_the_person_are_interpolated_and_flagged():
+    body = open_body_model()
+    seq = make_eval_sequence(77, num_frames=20)
+    kp = seq.keypoints_2d.copy()
+    kp[8:13] = 0.0
+    present = np.ones(20, dtype=bool)
+    present[8:13] = False
+    motion = fit_keypoints(PoseFrames(kp, seq.camera.width, seq.camera.height, present=present), body, seq.camera)
+    assert motion.valid.tolist() == present.tolist()
+    out = motion.pose(body)
+    op = openpose18_from_body(out.vertices.numpy(), out.joints.numpy())
+    uv = project(op.astype(np.float64), seq.camera)
+    # the gap is bridged: the filled frames stay near the true (unseen) keypoints
+    gap_err = np.linalg.norm(uv[8:13] - seq.clean_keypoints_2d[8:13], axis=-1)
+    hold_err = np.linalg.norm(seq.clean_keypoints_2d[[7] * 5] - seq.clean_keypoints_2d[8:13], axis=-1)
+    assert np.isfinite(motion.body_pose).all()
+    assert np.median(gap_err) < np.median(hold_err)  # better than freezing the last seen frame
+    seen_err = np.linalg.norm(uv[:8] - seq.clean_keypoints_2d[:8], axis=-1)
+    assert np.median(seen_err) < 3.0
+
+
+def test_bad_keypoints():
+    body = open_body_model()
+    with pytest.raises(KeypointError, match="missing or NaN"):
+        fit_keypoints(PoseFrames(np.full((3, 18, 3), np.nan), 512, 512), body)
+    few = np.zeros((2, 18, 3))
+    few[:, :2] = [100, 100, 1]
+    with pytest.raises(KeypointError, match="fewer than 3"):
+        fit_keypoints(PoseFrames(few, 512, 512), body)
+    with pytest.raises(KeypointError):
+        fit_keypoints(PoseFrames(np.zeros((0, 18, 3)), 512, 512), body)
+
+
+def test_progress_reports_and_can_cancel():
+    body = open_body_model()
+    seq = make_eval_sequence(5, num_frames=4)
+    pose = PoseFrames(seq.keypoints_2d, seq.camera.width, seq.camera.height)
+    seen = []
+
+    def stop(done, total):
+        seen.append((done, total))
+        if done >= 40:
+            raise KeyboardInterrupt
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit_keypoints(pose, body, seq.camera, progress=stop)
+        assert torch.get_num_threads() == 2  # the fitter's single-threading is undone after an interruption
+    finally:
+        torch.set_num_threads(before)
+    assert seen[0] == (20, 250) and seen[-1][0] == 40
+
+
+def test_reference_fit_recovers_body_proportions():
+    import torch
+
+    from champ_core.body.priors import natural_pose
+    from champ_core.camera import Camera
+
+    body = open_body_model()
+    camera = Camera.hmr2_default(512, 512)
+
+    def leg_to_torso(betas):
+        j = body.rest_joints(torch.as_tensor(betas, dtype=torch.float32).reshape(1, 10))[0]
+        return float((j[1, 1] - j[7, 1]) / (j[12, 1] - j[1, 1]))
+
+    ratios = {}
+    for legs in (-2.5, 2.5):
+        betas = np.zeros((1, 10))
+        betas[0, 2] = legs
+        out = body(torch.tensor([[np.pi, 0.0, 0.0]]), natural_pose()[None], torch.tensor(betas, dtype=torch.float32),
+                   torch.tensor([[0.0, 0.25, 40.0]]))
+        uv = project(openpose18_from_body(out.vertices, out.joints).numpy().astype(np.float64), camera)
+        kp = np.concatenate([uv, np.ones((1, 18, 1))], -1)
+        ref = fit_reference(PoseFrames(kp, 512, 512), body, camera)
+        ratios[legs] = (leg_to_torso(ref.betas), leg_to_torso(betas))
+    (fit_short, true_short), (fit_long, true_long) = ratios[-2.5], ratios[2.5]
+    assert fit_long > fit_short
+    assert abs(fit_long - true_long) < abs(leg_to_torso(np.zeros(10)) - true_long)
+    assert abs(fit_short - true_short) < abs(leg_to_torso(np.zeros(10)) - true_short)
