@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 
 from ._common import (
     CATEGORY,
@@ -63,7 +62,7 @@ class ChampRenderGuidance:
     def render(self, body_model, motion, width, height, backend):
         import comfy.model_management as mm
 
-        from ..champ_core.body.keypoints import openpose18_from_body, project
+        from ..champ_core.body.keypoints import skeleton_keypoints
         from ..champ_core.render.api import render_guidance
         from ..champ_core.render.skeleton import draw_skeleton
 
@@ -77,12 +76,7 @@ class ChampRenderGuidance:
             maps = render_guidance(vertices, body_model.faces, body_model.part_labels, camera,
                                    layers=("depth", "normal", "semantic_map", "mask"), backend=backend,
                                    device=mm.get_torch_device(), progress=progress)
-            points = openpose18_from_body(vertices, output.joints.float().cpu())
-            xy = project(points, camera)
-            xy = xy.numpy() if isinstance(xy, torch.Tensor) else np.asarray(xy)
-            confidence = np.where(np.isfinite(xy).all(-1), 1.0, 0.0)[..., None]
-            body = np.concatenate([np.nan_to_num(xy), confidence], axis=-1)
-            skeleton = draw_skeleton(body, width, height)
+            skeleton = draw_skeleton(skeleton_keypoints(vertices, output.joints, camera), width, height)
         except ValueError as err:
             raise ChampNodeError(f"Champ Render Guidance: {err}") from err
         return (uint8_to_image(maps["depth"]), uint8_to_image(maps["normal"]), uint8_to_image(maps["semantic_map"]),

@@ -154,16 +154,16 @@ def test_cli_draws_given_pose_keypoints_scaled_to_the_render(tmp_path, motion_fi
 def test_skeleton_keypoints_from_the_body():
     import torch
 
+    from champ_core.body.keypoints import skeleton_keypoints
     from champ_core.body.model import open_body_model
     from champ_core.camera import Camera
-    from champ_core.cli.render import skeleton_from_body
 
     body = open_body_model()
     with torch.no_grad():
         posed = body(torch.tensor([[np.pi, 0.0, 0.0]]), torch.zeros(1, 23, 3), torch.zeros(1, 10),
                      torch.tensor([[0.0, 0.2, 20.0]]))  # fmt: skip
     camera = Camera.hmr2_default(256, 256)
-    keypoints = skeleton_from_body(posed.vertices, posed.joints, camera)
+    keypoints = skeleton_keypoints(posed.vertices, posed.joints, camera)
     assert keypoints.shape == (1, 18, 3) and (keypoints[..., 2] == 1).all()
 
     def project(p):

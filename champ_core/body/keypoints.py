@@ -276,3 +276,22 @@ def project(points, camera: Camera):
         return np.stack([camera.fx * points[..., 0] / z + camera.cx, camera.fy * points[..., 1] / z + camera.cy], -1)
     z = points[..., 2]
     return torch.stack([camera.fx * points[..., 0] / z + camera.cx, camera.fy * points[..., 1] / z + camera.cy], -1)
+
+
+# Points closer to the camera plane than this (metres) are treated as not visible.
+NEAR_PLANE = 0.05
+
+
+def skeleton_keypoints(vertices: torch.Tensor | np.ndarray, joints: torch.Tensor | np.ndarray,
+                       camera: Camera) -> np.ndarray:
+    """OpenPose-18 keypoints (T, 18, 3) as x, y in pixels and confidence from a posed body.
+
+    What the skeleton layer is drawn from. Points behind or too near the camera, and frames without
+    a body (NaN vertices), get confidence 0 so the drawing leaves them out.
+    """
+    points = openpose18_from_body(torch.as_tensor(vertices).detach().cpu().double(),
+                                  torch.as_tensor(joints).detach().cpu().double()).numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = project(points, camera)
+    visible = (points[..., 2] > NEAR_PLANE) & np.isfinite(xy).all(-1)
+    return np.concatenate([np.where(visible[..., None], xy, 0.0), visible[..., None].astype(np.float64)], axis=-1)

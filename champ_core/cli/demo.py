@@ -32,14 +32,13 @@ def run(args) -> int:
 
     from ..body.alignment import AlignOptions, align_to_reference
     from ..body.fitting import fit_reference
-    from ..body.keypoints import load_pose_keypoints
+    from ..body.keypoints import load_pose_keypoints, skeleton_keypoints
     from ..body.model import open_body_model
     from ..body.motions import MotionSourceError
     from ..body.sources import builtin_or_file
     from ..render import draw_skeleton, render_guidance
     from ..render.writer import MotionFolderError, write_motion_folder
     from . import CommandError
-    from .render import skeleton_from_body
 
     start = time.time()
     out = Path(args.out)
@@ -67,7 +66,7 @@ def run(args) -> int:
     with tqdm(total=aligned.num_frames, desc="render", unit="frame") as bar:
         layers = render_guidance(posed.vertices, body.faces, body.part_labels, aligned.camera, backend=args.backend,
                                  progress=lambda done, total: bar.update(done - bar.n))
-    skeleton = skeleton_from_body(posed.vertices, posed.joints, aligned.camera)
+    skeleton = skeleton_keypoints(posed.vertices, posed.joints, aligned.camera)
     layers["dwpose"] = draw_skeleton(skeleton, aligned.camera.width, aligned.camera.height)
     print("4/4 writing the motion folder and previews ...")
     try:

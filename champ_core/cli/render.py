@@ -24,19 +24,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
-def skeleton_from_body(vertices, joints, camera):
-    """OpenPose-18 keypoints (T, 18, 3) in pixels from posed SMPL vertices and joints."""
-    import numpy as np
-
-    from ..body.keypoints import openpose18_from_body, project
-    from ..render.geometry import NEAR_CLIP
-
-    points = openpose18_from_body(vertices, joints).detach().cpu().numpy().astype(np.float64)
-    xy = project(points, camera)
-    confidence = (points[..., 2] > NEAR_CLIP).astype(np.float64)
-    return np.concatenate([np.nan_to_num(xy), confidence[..., None]], axis=-1)
-
-
 def run(args) -> int:
     from pathlib import Path
 
@@ -44,7 +31,7 @@ def run(args) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from ..body.keypoints import KeypointError, load_pose_keypoints
+    from ..body.keypoints import KeypointError, load_pose_keypoints, skeleton_keypoints
     from ..body.model import BodyModelError, load_body_model, open_body_model
     from ..body.motion import Motion, MotionError
     from ..render import (
@@ -87,7 +74,7 @@ def run(args) -> int:
                 "face": None if pose.face is None else pose.face * scale,
             }
         else:
-            skeleton = {"body": skeleton_from_body(posed.vertices, posed.joints, camera), "hands": None, "face": None}
+            skeleton = {"body": skeleton_keypoints(posed.vertices, posed.joints, camera), "hands": None, "face": None}
     except KeypointError as exc:
         raise CommandError(str(exc)) from exc
 
