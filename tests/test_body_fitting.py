@@ -8,22 +8,29 @@ import numpy as np
 import pytest
 
 from champ_core.body.evaluation import load_eval_dir, make_eval_sequence, pa_mpjpe, reprojection_errors
-from champ_core.body.fitting import fit_keypoints, fit_reference
+from champ_core.body.fitting import FitConfig, fit_keypoints, fit_reference
 from champ_core.body.keypoints import KeypointError, PoseFrames, openpose18_from_body, project
 from champ_core.body.model import open_body_model
+
+# generated sequences with seeds never used while choosing the fitter's settings or priors
+# (those were chosen on 5000-5005 and checked on 7000-7005, see docs/benchmarks.md)
+_TEST_SEEDS = (1001, 1002, 1003)
 
 
 def _sequences():
     folder = os.environ.get("CHAMP_BODY_EVAL_DIR")
     if folder:
         return load_eval_dir(folder)[:3]
-    return [make_eval_sequence(seed, num_frames=40) for seed in (1001, 1002)]
+    return [make_eval_sequence(seed, num_frames=40) for seed in _TEST_SEEDS]
 
 
 @pytest.mark.slow
-def test_fitting_accuracy_on_unseen_sequences():
+@pytest.mark.parametrize("index", range(len(_TEST_SEEDS)))
+def test_fitting_accuracy_on_unseen_sequences(index):
     body = open_body_model()
-    for seq in _sequences():
+    seqs = _sequences()
+    assert len(seqs) > index, "CHAMP_BODY_EVAL_DIR must hold at least 3 npz sequences"
+    for seq in seqs[index:index + 1]:
         pose = PoseFrames(seq.keypoints_2d, seq.camera.width, seq.camera.height)
         motion = fit_keypoints(pose, body, seq.camera, fps=seq.fps)
         joints = motion.pose(body).joints.numpy()
@@ -104,7 +111,8 @@ def test_progress_reports_and_can_cancel():
         assert torch.get_num_threads() == 2  # the fitter's single-threading is undone after an interruption
     finally:
         torch.set_num_threads(before)
-    assert seen[0] == (20, 250) and seen[-1][0] == 40
+    cfg = FitConfig()
+    assert seen[0] == (20, cfg.stage1_iterations + cfg.iterations + cfg.refine_iterations) and seen[-1][0] == 40
 
 
 def test_reference_fit_recovers_body_proportions():

@@ -2,15 +2,21 @@
 
 The problem is kept small: the loss reads only the 18 OpenPose points (13 from SMPL joints, 5 from
 surface vertices), joints of the shaped rest body come from the joint regressor pre-applied to the
-shape directions, and only those 5 vertices are skinned. Two stages, both Adam:
+shape directions, and only those 5 vertices are skinned. Three stages, all Adam:
 
 1. orientation and translation (pose held at the natural rest pose), from an initial guess that
    picks the heading per frame among 24 candidates (jointly over time) and the distance from the
    keypoints' spread;
-2. everything: body pose, orientation, translation and one set of betas for the sequence.
+2. everything (body pose, orientation, translation, betas), from three initial poses at once
+   (natural; arms forward, elbows bent, hips flexed; arms back, hips extended) as independent
+   copies of the sequence: 2D keypoints cannot tell a limb pointing towards the camera from one
+   pointing away, and a single start stays on whichever side it began;
+3. per frame the whole body, then each limb separately, taken from the copy that reprojects best
+   (chosen jointly over time with a cost on switching), then everything refined from there.
 
 Energy: robust (Geman-McClure) reprojection weighted by confidence; the priors of `priors.py`;
-betas L2; temporal acceleration of the 3D joints and of the translation. Missing keypoints
+betas L2; temporal acceleration of the joints relative to the pelvis, of the pelvis's image position and
+of its apparent size. Missing keypoints
 (confidence 0) add nothing, so joints outside the image are left to the priors, and frames with
 nobody in them are filled in by the temporal terms and flagged `valid = False`.
 Camera: perspective, focal 5000/256 x max(W, H) px with a centred principal point by default (HMR2's).
@@ -29,24 +35,29 @@ from ..camera import Camera
 from .keypoints import OPENPOSE18_VERTEX_IDS, KeypointError, PoseFrames, openpose18_from_body
 from .model import BodyModel, axis_angle_to_matrix, forward_kinematics, matrix_to_axis_angle
 from .motion import Motion, interpolate_invalid
-from .priors import natural_pose, pose_prior, pose_stiffness, range_of_motion
+from .priors import limb_hypotheses, natural_pose, pose_prior, pose_stiffness, range_of_motion
 
 # OpenPose-18 indices
 _NECK, _RSH, _LSH, _RHIP, _LHIP = 1, 2, 5, 8, 11
 # reprojection weight per OpenPose-18 point (face points are small and less reliable)
+# limbs chosen separately among the hypotheses: (OpenPose-18 points, body_pose joints)
+_LIMBS = (([3, 4], [16, 18, 20, 22]), ([6, 7], [15, 17, 19, 21]), ([9, 10], [1, 4, 7, 10]), ([12, 13], [0, 3, 6, 9]))
 _KP_WEIGHT = torch.tensor([0.6, 1.0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0.4, 0.4, 0.4, 0.4])
 
 
 @dataclass
 class FitConfig:
     stage1_iterations: int = 50
-    iterations: int = 200
+    iterations: int = 120
     lr: float = 0.04
     robust_sigma_px: float = 40.0  # Geman-McClure scale, in pixels of a 512 px image
     pose_weight: float = 0.04
     betas_weight: float = 0.02
-    smooth_weight: float = 0.02  # on 3D joint acceleration, in pixels/frame^2
+    smooth_weight: float = 0.02  # on joint acceleration, in pixels/frame^2 (see `energy_terms`)
     fit_betas: bool = True
+    hypotheses: bool = True  # stage 2 from several initial limb poses, best per frame and limb, then refine
+    refine_iterations: int = 60
+    switch_cost: float = 200.0  # energy for changing hypothesis between neighbouring frames
     device: str | torch.device = "cpu"
 
 
@@ -186,13 +197,18 @@ class _Fitter:
         return torch.as_tensor(rot_np, device=self.dev), torch.as_tensor(transl, dtype=self.dtype, device=self.dev)
 
     # ----------------------------------------------------------------------------------- energy
-    def energy(self, params, target, conf, stage: int):
+    def energy_terms(self, params, target, conf, stage: int, hyps: int = 1):
+        """Per-point robust reprojection (N,18), per-frame pose prior (N,), betas and temporal terms.
+
+        With `hyps` > 1 the N = hyps x T frames are independent copies of the sequence (one per
+        initial pose), each with its own betas; the temporal term never links two copies."""
         rot0, delta, pose, betas, ab, logz, z0 = params
         rot = rot0 @ axis_angle_to_matrix(delta)
         z = z0 * torch.exp(logz)
         f = 0.5 * (self.cam.fx + self.cam.fy)
         transl = torch.stack([ab[:, 0] * 100.0 / f * z, ab[:, 1] * 100.0 / f * z, z], -1)
-        pts, joints = self.keypoints_3d(rot, pose, betas, transl)
+        T = pose.shape[0] // hyps
+        pts, joints = self.keypoints_3d(rot, pose, betas.repeat_interleave(T, 0), transl)
         proj = self.project(pts)
         res = ((proj - target) / self.pix_scale).pow(2).sum(-1)
         sig2 = self.cfg.robust_sigma_px**2
@@ -201,16 +217,59 @@ class _Fitter:
         if stage == 1:  # torso first: shoulders, hips, neck carry the orientation
             w = w * torch.tensor([0.3, 1, 1, 0.3, 0.1, 1, 0.3, 0.1, 1, 0.3, 0.1, 1, 0.3, 0.1, 0.2, 0.2, 0.2, 0.2],
                                  device=self.dev)
-        e_proj = (w * robust).sum()
-        e_pose = self.cfg.pose_weight * 1000.0 * pose_prior(pose, self.mean_pose, self.stiffness, self.rom).sum()
-        e_betas = self.cfg.betas_weight * 1000.0 * betas.pow(2).sum() * pose.shape[0]
+        e_proj = w * robust
+        e_pose = self.cfg.pose_weight * 1000.0 * pose_prior(pose, self.mean_pose, self.stiffness, self.rom)
+        e_betas = self.cfg.betas_weight * 1000.0 * betas.pow(2).sum() * T
         e_smooth = torch.zeros((), device=self.dev)
-        if pose.shape[0] >= 3:
-            # joint acceleration converted to pixels (of a 512 px image) at each frame's distance
+        if T >= 3:
             px_per_m = (0.5 * (self.cam.fx + self.cam.fy) / joints[..., 2].detach().clamp_min(1e-3)) / self.pix_scale
-            acc = (joints[2:] - 2 * joints[1:-1] + joints[:-2]) * px_per_m[1:-1, :, None]
-            e_smooth = self.cfg.smooth_weight * acc.pow(2).sum()
-        return e_proj + e_pose + e_betas + e_smooth, rot, transl
+            # in pixels (of a 512 px image): the joints relative to the pelvis at each frame's distance, the
+            # pelvis's image position, and its depth as the change of apparent size (a pelvis-to-head
+            # length). Metric root depth would be scaled like lateral motion and far cameras (depth
+            # drifting by metres) would then pin the body in place.
+            jk, scale = joints.reshape(hyps, T, -1, 3), px_per_m.reshape(hyps, T, -1, 1)
+            rel = jk - jk[:, :, :1]
+            acc_rel = (rel[:, 2:] - 2 * rel[:, 1:-1] + rel[:, :-2]) * scale[:, 1:-1]
+            root = jk[:, :, 0]
+            image = root[..., :2] / root[..., 2:].clamp_min(1e-3) * (f / self.pix_scale)
+            acc_image = image[:, 2:] - 2 * image[:, 1:-1] + image[:, :-2]
+            log_z = torch.log(root[..., 2].clamp_min(1e-3))
+            acc_depth = (log_z[:, 2:] - 2 * log_z[:, 1:-1] + log_z[:, :-2]) * (0.85 * scale[:, 1:-1, 0, 0])
+            e_smooth = self.cfg.smooth_weight * (acc_rel.pow(2).sum() + acc_image.pow(2).sum() + acc_depth.pow(2).sum())
+        return e_proj, e_pose, e_betas, e_smooth, rot, transl
+
+    def energy(self, params, target, conf, stage: int, hyps: int = 1):
+        e_proj, e_pose, e_betas, e_smooth, rot, transl = self.energy_terms(params, target, conf, stage, hyps)
+        return e_proj.sum() + e_pose.sum() + e_betas + e_smooth, rot, transl
+
+    def _optimise(self, params, groups, target, conf, stage, iters, hyps, progress, counter):
+        opt = torch.optim.Adam([dict(g) for g in groups])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=0.0)
+        for _ in range(iters):
+            opt.zero_grad(set_to_none=True)
+            loss, _, _ = self.energy(params, target, conf, stage, hyps)
+            loss.backward()
+            opt.step()
+            sched.step()
+            counter[0] += 1
+            if progress is not None and (counter[0] % 20 == 0 or counter[0] == counter[1]):
+                progress(counter[0], counter[1])
+
+    def _select(self, cost: np.ndarray, switch: float) -> np.ndarray:
+        """Per-frame hypothesis (T,) minimising cost (K,T) plus `switch` per change (Viterbi)."""
+        K, T = cost.shape
+        trans = switch * (1 - np.eye(K))
+        acc = cost[:, 0].copy()
+        back = np.zeros((T, K), dtype=np.int64)
+        for t in range(1, T):
+            total = acc[:, None] + trans
+            back[t] = total.argmin(0)
+            acc = total.min(0) + cost[:, t]
+        path = np.zeros(T, dtype=np.int64)
+        path[-1] = int(acc.argmin())
+        for t in range(T - 1, 0, -1):
+            path[t - 1] = back[t, path[t]]
+        return path
 
     def run(self, kp_np: np.ndarray, progress: ProgressFn | None = None):
         T = kp_np.shape[0]
@@ -224,29 +283,64 @@ class _Fitter:
         delta = torch.zeros(T, 3, device=self.dev, requires_grad=True)
         pose = self.mean_pose.expand(T, -1, -1).clone().requires_grad_(True)
         betas = torch.zeros(1, self.body.num_betas, device=self.dev, requires_grad=True)
-        total = self.cfg.stage1_iterations + self.cfg.iterations
-        step = 0
-        lr = self.cfg.lr
-        groups1 = [{"params": [delta], "lr": lr}, {"params": [ab], "lr": lr * 0.5}, {"params": [logz], "lr": lr * 0.1}]
-        groups2 = groups1 + [{"params": [pose], "lr": lr}] + ([{"params": [betas], "lr": lr}] if self.cfg.fit_betas else [])
-        for stage, iters, groups in ((1, self.cfg.stage1_iterations, groups1), (2, self.cfg.iterations, groups2)):
-            if iters <= 0:
-                continue
-            params = (rot0, delta, pose, betas, ab, logz, z0)
-            opt = torch.optim.Adam([dict(g) for g in groups])
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=0.0)
-            for _ in range(iters):
-                opt.zero_grad(set_to_none=True)
-                loss, _, _ = self.energy(params, target, conf, stage)
-                loss.backward()
-                opt.step()
-                sched.step()
-                step += 1
-                if progress is not None and (step % 20 == 0 or step == total):
-                    progress(step, total)
+        cfg = self.cfg
+        inits = limb_hypotheses(self.mean_pose) if cfg.hypotheses else [self.mean_pose]
+        K = len(inits)
+        counter = [0, cfg.stage1_iterations + cfg.iterations + (cfg.refine_iterations if K > 1 and cfg.iterations > 0 else 0)]
+        lr = cfg.lr
+
+        def groups(d, a, lz, p, b):
+            out = [{"params": [d], "lr": lr}, {"params": [a], "lr": lr * 0.5}, {"params": [lz], "lr": lr * 0.1}]
+            if p is not None:
+                out.append({"params": [p], "lr": lr})
+                if cfg.fit_betas:
+                    out.append({"params": [b], "lr": lr})
+            return out
+
+        if cfg.stage1_iterations > 0:
+            self._optimise((rot0, delta, pose, betas, ab, logz, z0), groups(delta, ab, logz, None, None), target, conf,
+                           1, cfg.stage1_iterations, 1, progress, counter)
+        if cfg.iterations > 0:
+            # stage 2: every initial pose optimised at once as K independent copies of the sequence
+            def rep(x: torch.Tensor) -> torch.Tensor:
+                return x.detach().repeat(K, *([1] * (x.dim() - 1)))
+
+            params = [rep(rot0), rep(delta).requires_grad_(True), torch.cat([p.expand(T, -1, -1) for p in inits]).clone(),
+                      betas.detach().repeat(K, 1), rep(ab).requires_grad_(True), rep(logz).requires_grad_(True), rep(z0)]
+            params[2].requires_grad_(True)
+            params[3].requires_grad_(True)
+            tk, ck = target.repeat(K, 1, 1), conf.repeat(K, 1)
+            self._optimise(tuple(params), groups(params[1], params[4], params[5], params[2], params[3]), tk, ck, 2,
+                           cfg.iterations, K, progress, counter)
+            if K == 1:
+                delta, pose, betas, ab, logz = (params[i] for i in (1, 2, 3, 4, 5))
+            else:
+                delta, pose, betas, ab, logz = self._combine(params, tk, ck, K, T)
+                self._optimise((rot0, delta, pose, betas, ab, logz, z0), groups(delta, ab, logz, pose, betas), target,
+                               conf, 2, cfg.refine_iterations, 1, progress, counter)
         with torch.no_grad():
             _, rot, transl = self.energy((rot0, delta, pose, betas, ab, logz, z0), target, conf, 2)
         return rot.cpu(), pose.detach().cpu(), betas.detach().cpu(), transl.cpu()
+
+    def _combine(self, params, target, conf, K: int, T: int):
+        """Per frame and per limb, the hypothesis that reprojects best (chosen jointly over time)."""
+        with torch.no_grad():
+            e_proj, e_pose, _, _, _, _ = self.energy_terms(tuple(params), target, conf, 2, K)
+        e_proj = e_proj.reshape(K, T, 18).cpu().numpy()
+        e_pose = e_pose.reshape(K, T).cpu().numpy()
+        _, delta, pose, betas, ab, logz, _ = (p.detach() for p in params)
+        # the whole body (orientation, translation, torso) from the best hypothesis per frame
+        whole = self._select(e_proj.sum(-1) + e_pose, self.cfg.switch_cost)
+        frames = torch.arange(T, device=self.dev)
+        pick = torch.as_tensor(whole, device=self.dev) * T + frames
+        new_pose = pose[pick].clone()
+        for points, joints in _LIMBS:
+            path = torch.as_tensor(self._select(e_proj[..., points].sum(-1), self.cfg.switch_cost), device=self.dev)
+            new_pose[:, joints] = pose[path * T + frames][:, joints]
+        counts = np.bincount(whole, minlength=K)
+        best = int(counts.argmax())
+        out = (delta[pick], new_pose, betas[best:best + 1], ab[pick], logz[pick])
+        return tuple(x.clone().requires_grad_(True) for x in out)
 
 
 def fit_keypoints(pose: PoseFrames, body: BodyModel, camera: Camera | None = None, fps: float = 30.0,

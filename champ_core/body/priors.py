@@ -3,6 +3,7 @@
 - A natural rest pose (arms down, elbows and knees slightly bent) that the pose prior pulls towards.
 - Per-joint stiffness: spine and neck turn little, shoulders and hips a lot.
 - Hinge limits: knees and elbows bend one way only, and little about their other axes.
+- Limb hypotheses: the initial poses of the fitter's multi-start (limbs forward / back).
 """
 
 from __future__ import annotations
@@ -94,3 +95,27 @@ def pose_prior(body_pose: torch.Tensor, mean: torch.Tensor, stiffness: torch.Ten
         outside = torch.relu(lo - body_pose) + torch.relu(body_pose - hi)
         energy = energy + 50.0 * outside.pow(2).sum(dim=(1, 2))
     return energy
+
+
+def limb_hypotheses(mean: torch.Tensor) -> list[torch.Tensor]:
+    """Initial poses for the fit's multi-start, each (23, 3): the natural pose `mean`, then arms
+    forward with elbows bent and hips and knees flexed, then arms back with straight elbows and hips
+    extended. 2D keypoints cannot tell a limb pointing towards the camera from one pointing away;
+    starting on both sides of that ambiguity lets the fitter keep, per limb, whichever reprojects better."""
+    sides = {
+        "forward": {"left_shoulder": [0.0, -0.9, -0.8], "right_shoulder": [0.0, 0.9, 0.8],
+                    "left_elbow": [0.0, -1.2, 0.0], "right_elbow": [0.0, 1.2, 0.0],
+                    "left_hip": [-0.7, 0.0, 0.0], "right_hip": [-0.7, 0.0, 0.0],
+                    "left_knee": [0.9, 0.0, 0.0], "right_knee": [0.9, 0.0, 0.0]},
+        "back": {"left_shoulder": [0.0, 0.3, -1.1], "right_shoulder": [0.0, -0.3, 1.1],
+                 "left_elbow": [0.0, -0.1, 0.0], "right_elbow": [0.0, 0.1, 0.0],
+                 "left_hip": [0.2, 0.0, 0.0], "right_hip": [0.2, 0.0, 0.0],
+                 "left_knee": [0.3, 0.0, 0.0], "right_knee": [0.3, 0.0, 0.0]},
+    }
+    out = [mean]
+    for joints in sides.values():
+        pose = mean.clone()
+        for name, value in joints.items():
+            pose[_BP[name]] = torch.tensor(value, dtype=mean.dtype)
+        out.append(pose)
+    return out
