@@ -207,7 +207,7 @@ class ChampFitMotion:
                 "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "Keypoints per frame (DWPose / OpenPose JSON)."}),
                 "body_model": (CHAMP_BODY_MODEL, {"tooltip": "From Champ Load Body Model."}),
                 "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 240.0, "tooltip": "Frame rate of the video."}),
-                "iterations": ("INT", {"default": 200, "min": 1, "max": 5000,
+                "iterations": ("INT", {"default": 120, "min": 1, "max": 5000,
                                        "tooltip": "Optimiser iterations (more = closer fit, slower)."}),
                 "person": ("INT", {"default": -1, "min": -1, "max": 100,
                                    "tooltip": "Which person: -1 = the largest in the first frame, else an index."}),
