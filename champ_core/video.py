@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import blame_target
+
 
 class VideoError(ValueError):
     """Frames that cannot be written, or a file that cannot be read as a video."""
@@ -64,7 +66,7 @@ class VideoWriter:
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix or '.mp4'}",
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=f".partial{self.path.suffix or '.mp4'}",
                                    dir=self.path.parent)
         os.close(fd)
         self._tmp_path = Path(tmp)
@@ -74,7 +76,10 @@ class VideoWriter:
         if exc_type is None:
             self.close()
         else:
+            named = blame_target(exc, self.path, self._tmp_path) if isinstance(exc, OSError) else exc
             self.abort()
+            if named is not exc:  # name the video asked for, not its temporary name
+                raise named from exc
 
     # -- writing ---------------------------------------------------------------------------
     def _open(self, height: int, width: int) -> None:
@@ -135,8 +140,11 @@ class VideoWriter:
             os.chmod(self._tmp_path, 0o666 & ~umask)  # mkstemp made it private; give it normal permissions
             os.replace(self._tmp_path, self.path)
             self._tmp_path = None
-        except BaseException:
+        except BaseException as exc:
+            named = blame_target(exc, self.path, self._tmp_path) if isinstance(exc, OSError) else exc
             self.abort()
+            if named is not exc:
+                raise named from exc
             raise
 
     def abort(self) -> None:

@@ -1,22 +1,21 @@
-"""`python -m champ_core animate` end to end on the tiny fixture networks (released folder layout)."""
+"""`python -m champ_core animate` end to end on the tiny fixture networks (released folder layout).
+
+Sizes, frame counts and windows come from the fixture set (CHAMP_PARITY_DIR; see parity_fixture).
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from parity_fixture import FIXTURE, FRAMES, HEIGHT, PIPE, WIDTH, guidance_strips, max_frames, run_windows
 from PIL import Image
 
 from champ_core.cli import main
 from champ_core.guidance import write_layer_frames
 from champ_core.video import read_video
-
-FIXTURE = Path(os.environ.get("CHAMP_PARITY_DIR", Path(__file__).parent / "fixtures" / "champ_parity"))
-PIPE = FIXTURE / "pipeline"
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +30,13 @@ def setup(tmp_path_factory):
         shutil.copy(path, champ)
     shutil.copytree(PIPE / "image_encoder", root / "weights" / "image_encoder")
     shutil.copytree(PIPE / "vae", root / "weights" / "sd-vae-ft-mse")
-    names = [f"{i:04d}" for i in range(30)]
+    names = [f"{i:04d}" for i in range(FRAMES)]
+    strips = guidance_strips()
     for kind in ("depth", "normal", "semantic_map"):
-        strip = np.array(Image.open(PIPE / f"guidance_{kind}.png").convert("RGB")).reshape(30, 48, 32, 3)
-        write_layer_frames(root / "motion" / kind, strip, names)
-    write_layer_frames(root / "motion" / "mask", np.full((30, 48, 32), 255, np.uint8), names)
-    rgba = np.concatenate([np.array(Image.open(PIPE / "reference.png")), np.full((48, 32, 1), 255, np.uint8)], -1)
+        write_layer_frames(root / "motion" / kind, strips[kind], names)
+    write_layer_frames(root / "motion" / "mask", np.full((FRAMES, HEIGHT, WIDTH), 255, np.uint8), names)
+    reference = np.array(Image.open(PIPE / "reference.png").convert("RGB"))
+    rgba = np.concatenate([reference, np.full((*reference.shape[:2], 1), 255, np.uint8)], -1)
     Image.fromarray(rgba, "RGBA").save(root / "ref_rgba.png")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -48,13 +48,13 @@ def test_animate_writes_video_and_grid(setup, tmp_path, capsys):
     out, grid = tmp_path / "out.mp4", tmp_path / "grid.mp4"
     code = main(["animate", "--reference", str(setup / "ref_rgba.png"), "--guidance", str(setup / "motion"),
                  "--weights", str(setup / "weights"), "--out", str(out), "--grid", str(grid),
-                 "--width", "32", "--height", "48", "--steps", "1", "--frames", "3:29", "--fps", "10",
-                 "--window-schedule", "open", "--window-fusion", "pyramid"])
+                 "--width", str(WIDTH), "--height", str(HEIGHT), "--steps", "1", "--frames", f"3:{FRAMES - 1}",
+                 "--fps", "10", "--window-schedule", "open", "--window-fusion", "pyramid"])
     assert code == 0
     video, fps = read_video(out)
-    assert video.shape == (26, 48, 32, 3) and fps == pytest.approx(10)
+    assert video.shape == (FRAMES - 4, HEIGHT, WIDTH, 3) and fps == pytest.approx(10)
     grid_video, _ = read_video(grid)
-    assert grid_video.shape == (26, 48, 32 * 5, 3)  # reference | result | depth | normal | semantic_map
+    assert grid_video.shape == (FRAMES - 4, HEIGHT, WIDTH * 5, 3)  # reference | result | depth | normal | semantic_map
     err = capsys.readouterr().err
     assert "denoise" in err and "decode" in err  # the progress bars
 
@@ -63,7 +63,8 @@ def test_show_windows_prints_the_plan(setup, capsys):
     code = main(["animate", "--reference", "unused.png", "--guidance", str(setup / "motion"),
                  "--weights", str(setup / "weights"), "--out", "unused.mp4", "--show-windows"])
     assert code == 0
-    assert "[20..13]" in capsys.readouterr().out
+    last = run_windows(FRAMES)[-1]
+    assert f"[{last[0]}..{last[-1]}]" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -71,16 +72,16 @@ def test_show_windows_prints_the_plan(setup, capsys):
     [
         ({"--weights": "nowhere"}, "does not exist"),
         ({"--guidance": "nowhere"}, "does not exist"),
-        ({"--frames": "40:50"}, "selects no frames"),
-        ({"--window-length": "33"}, "32 frame positions"),
-        ({"--width": "30"}, "multiple of"),
+        ({"--frames": f"{FRAMES + 10}:{FRAMES + 20}"}, "selects no frames"),
+        ({"--window-length": str(max_frames() + 1)}, f"{max_frames()} frame positions"),
+        ({"--width": str(WIDTH - 2)}, "multiple of"),
         ({"--out": "video.gif"}, ".mp4"),
     ],
 )
 def test_user_errors_exit_2_with_a_message(setup, tmp_path, capsys, change, message):
     args = {"--reference": str(PIPE / "reference.png"), "--guidance": str(setup / "motion"),
-            "--weights": str(setup / "weights"), "--out": str(tmp_path / "o.mp4"), "--width": "32",
-            "--height": "48", "--steps": "1"}
+            "--weights": str(setup / "weights"), "--out": str(tmp_path / "o.mp4"), "--width": str(WIDTH),
+            "--height": str(HEIGHT), "--steps": "1"}
     for key, value in change.items():
         args[key] = value if key in ("--frames", "--window-length", "--width") else str(tmp_path / value)
     argv = ["animate"] + [x for kv in args.items() for x in kv]

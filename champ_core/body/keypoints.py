@@ -67,7 +67,10 @@ class PoseFrames:
 
 
 def _person_body(values: Any) -> np.ndarray:
-    arr = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    try:
+        arr = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise KeypointError(f"pose_keypoints_2d must be a flat list of numbers (x, y, confidence), got {values!r:.60}") from exc
     layout = LAYOUTS.get(arr.size)
     if layout is None:
         raise KeypointError(
@@ -106,12 +109,42 @@ def _bbox(body: np.ndarray) -> np.ndarray | None:
 
 def _hand_face(person: dict, key: str, count: int) -> np.ndarray | None:
     values = person.get(key)
-    if values is None or len(values) == 0:
-        return None
-    arr = np.asarray(values, dtype=np.float64).reshape(-1)
-    if arr.size != count * 3:
+    try:
+        arr = np.asarray(values if values is not None else [], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise KeypointError(f"{key} must be a flat list of numbers (x, y, confidence)") from exc
+    if arr.size == 0 or arr.size != count * 3:
         return None
     return _clean(arr.reshape(count, 3))
+
+
+def _canvas_size(frame: dict, index: int) -> tuple[int, int] | None:
+    w, h = frame.get("canvas_width"), frame.get("canvas_height")
+    if w is None and h is None:
+        return None
+    try:
+        w, h = float(w), float(h)
+    except (TypeError, ValueError):
+        raise KeypointError(f"frame {index}: canvas_width/canvas_height must be numbers, got {w!r} x {h!r}") from None
+    if not (np.isfinite(w) and np.isfinite(h) and w >= 1 and h >= 1):
+        raise KeypointError(f"frame {index}: canvas size {w:g} x {h:g} is not a positive image size")
+    return int(round(w)), int(round(h))
+
+
+def _canvas_transform(size: tuple[int, int], target: tuple[int, int], normalised: bool):
+    """(scale (2,), offset (2,)) taking a frame's coordinates to pixels of the `target` canvas."""
+    (w, h), (tw, th) = size, target
+    fit = min(tw / w, th / h)
+    unit = np.array([w, h], dtype=np.float64) if normalised else np.ones(2)
+    offset = np.array([(tw - w * fit) / 2, (th - h * fit) / 2])
+    return unit * fit, offset
+
+
+def _place(points: np.ndarray, scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    out = np.array(points, dtype=np.float64)
+    ok = out[..., 2] > 0
+    out[..., :2] = np.where(ok[..., None], out[..., :2] * scale + offset, 0.0)
+    return out
 
 
 def parse_pose_keypoint(data: Any, person: str | int = "largest") -> PoseFrames:
@@ -119,33 +152,49 @@ def parse_pose_keypoint(data: Any, person: str | int = "largest") -> PoseFrames:
 
     `person`: "largest" (largest box in the first frame with anybody) or an index into that frame's
     people; later frames follow the same person by box position. Frames where they are missing have
-    confidence 0 everywhere and `present` False.
+    confidence 0 everywhere and `present` False. Every frame is read with its own canvas size; the
+    result is in the first frame's canvas (other sizes scaled uniformly and centred into it).
     """
+    if data is not None and not isinstance(data, (dict, list, tuple)):
+        raise KeypointError(f"POSE_KEYPOINT must be a list of OpenPose frame dicts (or one dict), got {type(data).__name__}")
     frames = [data] if isinstance(data, dict) else list(data or [])
     if not frames:
         raise KeypointError("no keypoint frames given (empty POSE_KEYPOINT list)")
-    width = height = None
+    sizes: list[tuple[int, int] | None] = []
     people_per_frame: list[list[dict]] = []
     for i, frame in enumerate(frames):
         if not isinstance(frame, dict):
             raise KeypointError(f"frame {i}: expected an OpenPose dict with 'people', got {type(frame).__name__}")
-        width = width or frame.get("canvas_width")
-        height = height or frame.get("canvas_height")
+        sizes.append(_canvas_size(frame, i))
         people = []
         for p in frame.get("people") or []:
+            if not isinstance(p, dict):
+                raise KeypointError(f"frame {i}: a person entry is {type(p).__name__}, expected a dict with "
+                                    "'pose_keypoints_2d'")
             body = _clean(_person_body(p.get("pose_keypoints_2d")))
             people.append({"body": body, "raw": p})
         people_per_frame.append(people)
-    if not width or not height:
+    known = [s for s in sizes if s is not None]
+    if not known:
         raise KeypointError("POSE_KEYPOINT frames carry no canvas_width/canvas_height; give the image size")
-    width, height = int(width), int(height)
+    # a frame without a canvas size uses the nearest earlier one (the first known one before it)
+    filled, last = [], known[0]
+    for size in sizes:
+        last = size or last
+        filled.append(last)
+    width, height = filled[0]
     # normalised coordinates -> pixels
     all_xy = [pp["body"][pp["body"][:, 2] > 0, :2] for people in people_per_frame for pp in people]
     all_xy = np.concatenate(all_xy) if all_xy else np.zeros((0, 2))
     if len(all_xy) == 0:
         raise KeypointError("no person with any valid keypoint in any frame (all missing, zero confidence or NaN)")
     normalised = bool(all_xy.max() <= 1.0 + 1e-6 and max(width, height) > 2)
-    scale = np.array([width, height]) if normalised else np.array([1.0, 1.0])
+    # Each frame is read with its own canvas, then placed in the first frame's canvas (uniform scale,
+    # centred), so frames of other sizes are neither squeezed nor moved off the canvas.
+    transforms = [_canvas_transform(size, (width, height), normalised) for size in filled]
+    for people, (scale, offset) in zip(people_per_frame, transforms):
+        for pp in people:
+            pp["body"] = _place(pp["body"], scale, offset)
 
     T = len(frames)
     body = np.zeros((T, 18, 3))
@@ -177,33 +226,37 @@ def parse_pose_keypoint(data: Any, person: str | int = "largest") -> PoseFrames:
             if dists[chosen] > 1.0:  # nobody close to where the tracked person was: treat as missing
                 continue
         pp = people[chosen]
-        b = pp["body"].copy()
-        b[:, :2] *= scale
-        body[t] = b
+        scale, offset = transforms[t]
+        body[t] = pp["body"]
         last_box = boxes[chosen]  # in the input's own units, like the other boxes
         present[t] = True
         raw = pp["raw"]
         for k, key in enumerate(("hand_left_keypoints_2d", "hand_right_keypoints_2d")):
             h = _hand_face(raw, key, 21)
             if h is not None:
-                h[:, :2] *= scale
-                hands[t, k] = h
+                hands[t, k] = _place(h, scale, offset)
                 has_hands = True
         f = _hand_face(raw, "face_keypoints_2d", 68)
         if f is not None:
-            f[:, :2] *= scale
-            face[t] = f
+            face[t] = _place(f, scale, offset)
             has_face = True
         arr = np.asarray(raw.get("pose_keypoints_2d"), dtype=np.float64).reshape(-1)
         if arr.size == 399:  # whole-body layout: face and hands inside the body array
-            whole = _clean(arr.reshape(133, 3))
-            whole[:, :2] *= scale
+            whole = _place(_clean(arr.reshape(133, 3)), scale, offset)
             face[t], hands[t, 0], hands[t, 1] = whole[23:91], whole[91:112], whole[112:133]
             has_face = has_hands = True
     if not present.any():
         raise KeypointError("no person with at least two valid keypoints in any frame")
     return PoseFrames(body=body, width=width, height=height, hands=hands if has_hands else None,
                       face=face if has_face else None, present=present)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise KeypointError(f"{path} is not valid JSON keypoints ({exc}); give the POSE_KEYPOINT / OpenPose "
+                            "JSON a pose node wrote") from exc
 
 
 def load_pose_keypoints(path: str | Path, person: str | int = "largest") -> PoseFrames:
@@ -213,12 +266,9 @@ def load_pose_keypoints(path: str | Path, person: str | int = "largest") -> Pose
         files = sorted(path.glob("*.json"))
         if not files:
             raise KeypointError(f"{path} holds no .json keypoint files")
-        data = [json.loads(f.read_text()) for f in files]
+        data = [_read_json(f) for f in files]
     elif path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise KeypointError(f"{path} is not valid JSON: {exc}") from exc
+        data = _read_json(path)
     else:
         raise KeypointError(f"keypoint file {path} does not exist")
     return parse_pose_keypoint(data, person=person)

@@ -259,11 +259,9 @@ def read_smpl_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise BodyModelError(f"body model file {path} does not exist. " + SMPL_DOWNLOAD_HINT.format(folder=path.parent))
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                raw = {k: data[k] for k in data.files}
-        except ValueError as exc:
-            raise BodyModelError(f"{path}: not a plain npz body model ({exc})") from exc
+        from .motion import read_npz
+
+        raw = read_npz(path, BodyModelError, "a plain body-model")
     else:
         raw = safe_load_file(str(path))
     if not isinstance(raw, dict):
@@ -286,6 +284,24 @@ def read_smpl_arrays(path: Path) -> dict[str, np.ndarray]:
     bad = [msg for ok, msg in checks if not ok]
     if bad:
         raise BodyModelError(f"{path} is not a 24-joint SMPL model: {'; '.join(bad)} (SMPL-H/SMPL-X files are not supported)")
+    not_numbers = [k for k, a in arrays.items() if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool)]
+    if not_numbers:
+        raise BodyModelError(f"{path}: arrays {', '.join(not_numbers)} do not hold numbers; the file is damaged or "
+                             "not an SMPL model")
+    not_finite = [k for k, a in arrays.items() if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all()]
+    if not_finite:
+        raise BodyModelError(f"{path}: {', '.join(not_finite)} hold NaN or infinite values; the file is damaged, "
+                             "get a fresh copy of the SMPL model")
+    faces = arrays["f"]
+    if not np.issubdtype(faces.dtype, np.integer) and not (faces == np.round(faces)).all():
+        raise BodyModelError(f"{path}: face indices (f) are not whole numbers; the file is damaged")
+    if faces.size and (faces.min() < 0 or faces.max() >= v.shape[0]):
+        raise BodyModelError(f"{path}: face indices (f) range over {int(faces.min())}..{int(faces.max())} but the "
+                             f"model has {v.shape[0]} vertices (0..{v.shape[0] - 1}); the file is damaged or mixes "
+                             "two models")
+    parents = arrays["kintree_table"][0]
+    if ((parents[1:] < 0) | (parents[1:] >= NUM_JOINTS)).any():
+        raise BodyModelError(f"{path}: kintree_table names parent joints outside 0..{NUM_JOINTS - 1}; the file is damaged")
     return arrays
 
 

@@ -26,6 +26,18 @@ class MotionError(ValueError):
     """A motion file or array set that is not a valid SMPL motion."""
 
 
+def _array(name: str, value, expected: str, *shape: int) -> np.ndarray:
+    """`value` as float32 of `shape`, or a MotionError naming the array and the expected shape."""
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise MotionError(f"motion {name} is not numeric ({exc}); expected {expected} numbers") from exc
+    try:
+        return array.reshape(*shape)
+    except ValueError:
+        raise MotionError(f"motion {name} has shape {array.shape}; expected {expected}") from None
+
+
 @dataclass
 class Motion:
     global_orient: np.ndarray
@@ -38,25 +50,28 @@ class Motion:
     valid: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.global_orient = np.asarray(self.global_orient, dtype=np.float32).reshape(-1, 3)
+        self.global_orient = _array("global_orient", self.global_orient, "(T, 3)", -1, 3)
         T = self.global_orient.shape[0]
         if T == 0:
             raise MotionError("a motion needs at least one frame")
-        self.body_pose = np.asarray(self.body_pose, dtype=np.float32).reshape(T, 23, 3)
-        self.betas = np.asarray(self.betas, dtype=np.float32).reshape(-1, np.asarray(self.betas).shape[-1])
+        self.body_pose = _array("body_pose", self.body_pose, f"({T}, 23, 3) or ({T}, 69)", T, 23, 3)
+        betas = np.asarray(self.betas)
+        if betas.ndim == 0 or betas.shape[-1] == 0:
+            raise MotionError(f"motion betas have shape {betas.shape}; expected (1, 10) or ({T}, 10)")
+        self.betas = _array("betas", betas, f"(1, N) or ({T}, N)", -1, betas.shape[-1])
         if self.betas.shape[0] not in (1, T):
             raise MotionError(f"betas must have 1 or {T} rows, got {self.betas.shape[0]}")
-        self.transl = np.asarray(self.transl, dtype=np.float32).reshape(T, 3)
+        self.transl = _array("transl", self.transl, f"({T}, 3)", T, 3)
         if not self.frame_names:
             self.frame_names = [f"{i + 1:04d}" for i in range(T)]
         if len(self.frame_names) != T:
             raise MotionError(f"{len(self.frame_names)} frame names for {T} frames")
-        self.valid = np.ones(T, dtype=bool) if self.valid is None else np.asarray(self.valid, dtype=bool).reshape(T)
+        self.valid = np.ones(T, dtype=bool) if self.valid is None else _array("valid", self.valid, f"({T},)", T).astype(bool)
         for name in ("global_orient", "body_pose", "betas", "transl"):
             if not np.isfinite(getattr(self, name)).all():
                 raise MotionError(f"motion {name} holds NaN or infinite values")
-        if self.fps <= 0:
-            raise MotionError(f"fps must be positive, got {self.fps}")
+        if not np.isfinite(self.fps) or self.fps <= 0:
+            raise MotionError(f"fps must be a positive number, got {self.fps}")
 
     @property
     def num_frames(self) -> int:
@@ -84,15 +99,17 @@ class Motion:
         return BodyOutput(torch.cat([o.vertices for o in outs]), torch.cat([o.joints for o in outs]))
 
     def save(self, path: str | Path) -> Path:
+        from ..atomic import atomic_file
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        if path.suffix != ".npz":
+            raise MotionError(f"motion file {path} must end in .npz")
         cam = self.camera
-        np.savez(tmp, global_orient=self.global_orient, body_pose=self.body_pose, betas=self.betas,
-                 transl=self.transl, valid=self.valid, fps=np.float64(self.fps),
-                 frame_names=np.array(self.frame_names, dtype=str), fx=cam.fx, fy=cam.fy, cx=cam.cx, cy=cam.cy,
-                 width=cam.width, height=cam.height, format=np.array("champ-motion/1"))
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            np.savez(tmp, global_orient=self.global_orient, body_pose=self.body_pose, betas=self.betas,
+                     transl=self.transl, valid=self.valid, fps=np.float64(self.fps),
+                     frame_names=np.array(self.frame_names, dtype=str), fx=cam.fx, fy=cam.fy, cx=cam.cx, cy=cam.cy,
+                     width=cam.width, height=cam.height, format=np.array("champ-motion/1"))
         return path
 
     @classmethod
@@ -100,19 +117,49 @@ class Motion:
         path = Path(path)
         if not path.is_file():
             raise MotionError(f"motion file {path} does not exist")
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                d = {k: data[k] for k in data.files}
-        except (ValueError, OSError) as exc:
-            raise MotionError(f"{path} is not a motion npz ({exc})") from exc
+        d = read_npz(path, MotionError, "a motion")
         missing = [k for k in ("global_orient", "body_pose", "betas", "transl", "fx", "fy", "cx", "cy", "width", "height")
                    if k not in d]
         if missing:
-            raise MotionError(f"{path} is not a champ motion file: missing {', '.join(missing)}")
-        cam = Camera(float(d["fx"]), float(d["fy"]), float(d["cx"]), float(d["cy"]), int(d["width"]), int(d["height"]))
-        names = [str(n) for n in d["frame_names"]] if "frame_names" in d else []
-        return cls(d["global_orient"], d["body_pose"], d["betas"], d["transl"], cam, float(d.get("fps", 30.0)),
-                   names, d.get("valid"))
+            raise MotionError(f"{path} is not a champ motion file: missing {', '.join(missing)}; write motions "
+                              "with Save Motion / Motion.save, or load AMASS files with the AMASS loader")
+        try:
+            intrinsics = [float(np.asarray(d[k]).reshape(())) for k in ("fx", "fy", "cx", "cy")]
+            size = [int(np.asarray(d[k]).reshape(())) for k in ("width", "height")]
+            fps = float(np.asarray(d["fps"]).reshape(())) if "fps" in d else 30.0
+        except (TypeError, ValueError) as exc:
+            raise MotionError(f"{path}: camera fx fy cx cy width height and fps must be single numbers ({exc})") from exc
+        if not all(np.isfinite(intrinsics)) or min(intrinsics[:2]) <= 0 or min(size) < 1:
+            raise MotionError(f"{path}: camera fx={intrinsics[0]:g} fy={intrinsics[1]:g} width={size[0]} "
+                              f"height={size[1]} is not a usable camera (positive focal lengths and size needed)")
+        cam = Camera(*intrinsics, *size)
+        names = [str(n) for n in np.asarray(d["frame_names"]).reshape(-1)] if "frame_names" in d else []
+        try:
+            return cls(d["global_orient"], d["body_pose"], d["betas"], d["transl"], cam, fps, names, d.get("valid"))
+        except MotionError as exc:
+            raise MotionError(f"{path}: {exc}") from None
+
+
+def read_npz(path: Path, error: type[Exception], what: str) -> dict[str, np.ndarray]:
+    """Every array of a plain (pickle-free) npz, or `error` saying the file is damaged or not an npz."""
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise error(f"{path} holds a single array, not {what} npz")
+            return {k: data[k] for k in data.files}
+    except error:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise error(f"{path} is damaged or truncated ({exc}); copy or export the file again") from exc
+    except ValueError as exc:  # a pickled object array, or not an npz at all
+        raise error(f"{path} is not {what} npz of plain arrays ({exc})") from exc
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        raise error(f"{path} is not {what} npz ({exc})") from exc
 
 
 def interpolate_invalid(motion: Motion) -> Motion:

@@ -24,6 +24,10 @@ class UnsafePickleError(ValueError):
     """A pickle names a class or function outside the allow-list (it could run code)."""
 
 
+class PickleFormatError(ValueError):
+    """A file that is not a readable pickle / npy / npz (truncated, damaged or of another kind)."""
+
+
 class _Stub:
     """Inert stand-in for a chumpy or scipy.sparse object: it only stores its pickled state."""
 
@@ -119,7 +123,7 @@ def _to_numpy(obj: Any) -> Any:
         state = obj._state if isinstance(obj._state, dict) else {}
         if "x" in state:
             return np.asarray(_to_numpy(state["x"]))
-        raise ValueError("unsupported chumpy object in the file (no stored value 'x'); convert it with chumpy first")
+        raise PickleFormatError("unsupported chumpy object in the file (no stored value 'x'); convert it with chumpy first")
     if isinstance(obj, _SparseStub):
         state = obj._state if isinstance(obj._state, dict) else {}
         shape = tuple(state.get("_shape") or state.get("shape") or ())
@@ -160,7 +164,7 @@ def safe_loads(data: bytes) -> Any:
     except UnsafePickleError:
         raise
     except Exception as exc:  # truncated or not a pickle at all
-        raise ValueError(f"not a readable pickle ({type(exc).__name__}: {exc})") from exc
+        raise PickleFormatError(f"not a readable pickle ({type(exc).__name__}: {exc})") from exc
     return _to_numpy(obj)
 
 
@@ -186,13 +190,21 @@ def safe_load_file(path: str) -> Any:
 
     with open(path, "rb") as fh:
         data = fh.read()
-    if data[:6] == b"\x93NUMPY":
-        return safe_load_npy(data)
-    if data[:2] == b"PK":
-        out = {}
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            for name in zf.namelist():
-                key = name[:-4] if name.endswith(".npy") else name
-                out[key] = safe_load_npy(zf.read(name))
-        return out
-    return safe_loads(data)
+    try:
+        if data[:6] == b"\x93NUMPY":
+            return safe_load_npy(data)
+        if data[:2] == b"PK":
+            out = {}
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                for name in zf.namelist():
+                    key = name[:-4] if name.endswith(".npy") else name
+                    out[key] = safe_load_npy(zf.read(name))
+            return out
+        return safe_loads(data)
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{path}: {exc}") from None
+    except PickleFormatError as exc:
+        raise PickleFormatError(f"{path}: {exc}; the file is damaged or not of this kind") from None
+    except (zipfile.BadZipFile, EOFError, ValueError, KeyError) as exc:
+        raise PickleFormatError(f"{path} is damaged or truncated ({type(exc).__name__}: {exc}); "
+                                "copy or download it again") from exc

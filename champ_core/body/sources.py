@@ -23,9 +23,9 @@ import torch
 
 from ..camera import Camera
 from .model import BodyModel, axis_angle_to_matrix, matrix_to_axis_angle
-from .motion import Motion
+from .motion import Motion, read_npz
 from .motions import Z_UP_TO_CAMERA, MotionSourceError, default_camera, place_world_motion
-from .safe_pickle import safe_load_file
+from .safe_pickle import PickleFormatError, UnsafePickleError, safe_load_file
 
 
 def _slerp_resample(aa: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
@@ -56,21 +56,30 @@ def load_amass(path: str | Path, body: BodyModel, fps: float = 30.0, camera: Cam
     path = Path(path)
     if not path.is_file():
         raise MotionSourceError(f"AMASS file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            data = {k: d[k] for k in d.files}
-    except ValueError as exc:
-        raise MotionSourceError(f"{path}: not a plain npz ({exc})") from exc
+    data = read_npz(path, MotionSourceError, "an AMASS motion")
     if "poses" not in data or "trans" not in data:
         raise MotionSourceError(f"{path} is not an AMASS motion file (needs 'poses' and 'trans')")
-    src_fps = float(data.get("mocap_framerate", data.get("mocap_frame_rate", 120.0)))
-    poses = np.asarray(data["poses"], dtype=np.float64)
+    try:
+        src_fps = float(np.asarray(data.get("mocap_framerate", data.get("mocap_frame_rate", 120.0))).reshape(()))
+        poses = np.asarray(data["poses"], dtype=np.float64)
+        trans = np.asarray(data["trans"], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise MotionSourceError(f"{path}: poses, trans and the frame rate must be numbers ({exc})") from exc
+    if not np.isfinite(src_fps) or src_fps <= 0:
+        raise MotionSourceError(f"{path}: the frame rate {src_fps} is not a positive number")
     if poses.ndim != 2 or poses.shape[1] < 66 or len(poses) == 0:
         raise MotionSourceError(f"{path}: 'poses' has shape {poses.shape}, expected (T, >=66)")
-    trans = np.asarray(data["trans"], dtype=np.float64).reshape(-1, 3)
+    if trans.shape != (len(poses), 3):
+        raise MotionSourceError(f"{path}: 'trans' has shape {trans.shape}, expected ({len(poses)}, 3) like 'poses'")
+    for name, array in (("poses", poses), ("trans", trans)):
+        if not np.isfinite(array).all():
+            raise MotionSourceError(f"{path}: '{name}' holds NaN or infinite values; the file is damaged")
     betas = np.zeros((1, 10))
     if "betas" in data:
-        b = np.asarray(data["betas"], dtype=np.float64).reshape(-1)[:10]
+        try:
+            b = np.asarray(data["betas"], dtype=np.float64).reshape(-1)[:10]
+        except (TypeError, ValueError) as exc:
+            raise MotionSourceError(f"{path}: 'betas' must be numbers ({exc})") from exc
         betas[0, : len(b)] = b
     aa = np.zeros((len(poses), 24, 3))
     aa[:, :22] = poses[:, :66].reshape(-1, 22, 3)
@@ -113,27 +122,44 @@ def load_hmr2_results(folder_or_files, fps: float = 30.0, person: int = 0) -> Mo
         raise MotionSourceError(f"no .npy SMPL result files in {folder_or_files}")
     rows, valid, width, height, focal = [], [], None, None, None
     for f in files:
-        obj = safe_load_file(str(f))
-        if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-            obj = obj.item()
-        if not isinstance(obj, dict) or "smpls" not in obj:
-            raise MotionSourceError(f"{f} is not an HMR2 result file of the reference implementation (no 'smpls')")
-        smpls, cam_t = obj["smpls"], obj.get("cam_t")
-        if width is None and obj.get("render_res") is not None:
-            width, height = (int(v) for v in np.asarray(obj["render_res"]).reshape(-1)[:2])
-        if focal is None and obj.get("scaled_focal_length") is not None:
-            focal = float(np.asarray(obj["scaled_focal_length"]).reshape(-1)[0])
-        n = 0 if cam_t is None else len(cam_t)
-        if n <= person:
-            rows.append(None)
-            valid.append(False)
-            continue
-        go = _rotmats_to_aa(_first_person(smpls["global_orient"], person), 1)[0]
-        bp = _rotmats_to_aa(_first_person(smpls["body_pose"], person), 23)
-        betas = _first_person(smpls["betas"], person).reshape(-1)[:10]
-        rows.append((go, bp, betas, np.asarray(cam_t[person], dtype=np.float64).reshape(3)))
-        valid.append(True)
+        try:
+            row, found = _hmr2_row(f, person)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            if isinstance(exc, (MotionSourceError, UnsafePickleError, PickleFormatError)):
+                raise
+            raise MotionSourceError(f"{f}: not a usable HMR2 result ({type(exc).__name__}: {exc}); expected "
+                                    "the reference implementation's smpl_results/<frame>.npy") from exc
+        width = width or found[0]
+        height = height or found[1]
+        focal = focal or found[2]
+        rows.append(row)
+        valid.append(row is not None)
     return _assemble(rows, valid, width, height, focal, fps, [f.stem for f in files])
+
+
+def _hmr2_row(f: Path, person: int):
+    """One result file -> ((go, bp, betas, cam_t) or None, (width, height, focal) found in it)."""
+    width = height = focal = None
+    obj = safe_load_file(str(f))
+    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+        obj = obj.item()
+    if not isinstance(obj, dict) or "smpls" not in obj:
+        raise MotionSourceError(f"{f} is not an HMR2 result file of the reference implementation (no 'smpls')")
+    smpls, cam_t = obj["smpls"], obj.get("cam_t")
+    if width is None and obj.get("render_res") is not None:
+        width, height = (int(v) for v in np.asarray(obj["render_res"]).reshape(-1)[:2])
+    if focal is None and obj.get("scaled_focal_length") is not None:
+        focal = float(np.asarray(obj["scaled_focal_length"]).reshape(-1)[0])
+    n = 0 if cam_t is None else len(cam_t)
+    if n <= person:
+        return None, (width, height, focal)
+    go = _rotmats_to_aa(_first_person(smpls["global_orient"], person), 1)[0]
+    bp = _rotmats_to_aa(_first_person(smpls["body_pose"], person), 23)
+    betas = _first_person(smpls["betas"], person).reshape(-1)[:10]
+    row = (go, bp, betas, np.asarray(cam_t[person], dtype=np.float64).reshape(3))
+    if not all(np.isfinite(a).all() for a in row):
+        raise MotionSourceError(f"{f}: the SMPL parameters hold NaN or infinite values")
+    return row, (width, height, focal)
 
 
 def _assemble(rows, valid, width, height, focal, fps, names) -> Motion:
@@ -178,19 +204,26 @@ def load_smpls_group(path: str | Path, fps: float = 30.0, width: int | None = No
     data = safe_load_file(str(path))
     if not isinstance(data, dict) or "smpl" not in data or "camera" not in data:
         raise MotionSourceError(f"{path} is not a smpls_group.npz (needs 'smpl' and 'camera')")
-    smpl, camera = data["smpl"], data["camera"]
-    if isinstance(smpl, np.ndarray) and smpl.dtype == object:
-        smpl = smpl.item() if smpl.shape == () else list(smpl)
-    parts = smpl if isinstance(smpl, list) else [smpl]
-    go = np.concatenate([np.asarray(p["global_orient"], dtype=np.float64).reshape(-1, 3, 3) for p in parts])
-    bp = np.concatenate([np.asarray(p["body_pose"], dtype=np.float64).reshape(-1, 23, 3, 3) for p in parts])
-    betas = np.concatenate([np.asarray(p["betas"], dtype=np.float64).reshape(-1, 10) for p in parts])
-    cams = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 3) for c in
-                           (camera if isinstance(camera, (list, tuple)) or (isinstance(camera, np.ndarray)
-                                                                           and camera.dtype == object) else [camera])])
+    try:
+        smpl, camera = data["smpl"], data["camera"]
+        if isinstance(smpl, np.ndarray) and smpl.dtype == object:
+            smpl = smpl.item() if smpl.shape == () else list(smpl)
+        parts = smpl if isinstance(smpl, list) else [smpl]
+        go = np.concatenate([np.asarray(p["global_orient"], dtype=np.float64).reshape(-1, 3, 3) for p in parts])
+        bp = np.concatenate([np.asarray(p["body_pose"], dtype=np.float64).reshape(-1, 23, 3, 3) for p in parts])
+        betas = np.concatenate([np.asarray(p["betas"], dtype=np.float64).reshape(-1, 10) for p in parts])
+        cams = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 3) for c in
+                               (camera if isinstance(camera, (list, tuple)) or (isinstance(camera, np.ndarray)
+                                                                               and camera.dtype == object) else [camera])])
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise MotionSourceError(f"{path}: not a usable smpls_group.npz ({type(exc).__name__}: {exc}); expected "
+                                "'smpl' with global_orient (T,3,3), body_pose (T,23,3,3), betas (T,10) and "
+                                "'camera' (T,3)") from exc
     T = min(len(go), len(bp), len(betas), len(cams))
     if T == 0:
         raise MotionSourceError(f"{path} holds no frames")
+    if not all(np.isfinite(a[:T]).all() for a in (go, bp, betas, cams)):
+        raise MotionSourceError(f"{path}: the SMPL parameters hold NaN or infinite values; the file is damaged")
     if negate_camera_y:
         cams = cams * np.array([1.0, -1.0, 1.0])
     aa_go = matrix_to_axis_angle(torch.as_tensor(go[:T])).numpy()
@@ -212,8 +245,7 @@ def builtin_or_file(spec: str, body: BodyModel, fps: float = 30.0, seconds: floa
     if path.is_dir():
         return load_hmr2_results(path, fps=fps)
     if path.suffix == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as d:
-            keys = set(d.files)
+        keys = set(read_npz(path, MotionSourceError, "a motion"))
         if "global_orient" in keys and "fx" in keys:
             return Motion.load(path)
         if "poses" in keys:

@@ -90,32 +90,78 @@ def _quiet_loaders() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+
+
+def check_arguments(args) -> None:
+    """Every check that needs no model: numbers, output paths, the device, the reference image."""
+    from .errors import check_input_dir, check_input_file, check_output_file, check_positive
+
+    check_positive(args.fps, "--fps")
+    check_positive(args.steps, "--steps", integer=True)
+    check_positive(args.width, "--width", integer=True)
+    check_positive(args.height, "--height", integer=True)
+    for flag, value in (("--width", args.width), ("--height", args.height)):
+        if value % 8:
+            raise CommandError(f"{flag} {value}: must be a multiple of 8 (the VAE's scale), e.g. {max(8, value // 8 * 8)}")
+    if not np.isfinite(args.cfg):
+        raise CommandError(f"--cfg {args.cfg}: must be a finite number (e.g. 3.5; <= 1 turns guidance off)")
+    if args.output_size is not None:
+        w, h = args.output_size
+        if w <= 0 or h <= 0:
+            raise CommandError(f"--output-size {w}x{h}: both sides must be positive, e.g. 512x768")
+    check_positive(args.decode_chunk, "--decode-chunk", integer=True)
+    check_positive(args.window_length, "--window-length", integer=True)
+    check_positive(args.window_overlap, "--window-overlap", integer=True, allow_zero=True)
+    check_positive(args.window_stride, "--window-stride", integer=True)
+    check_positive(args.guidance_cache_mb, "--guidance-cache-mb", integer=True, allow_zero=True)
+    check_input_dir(args.guidance, "--guidance", "motion folder")
+    if args.show_windows:
+        return
+    check_output_file(args.out, "--out", VIDEO_SUFFIXES)
+    if args.grid is not None:
+        check_output_file(args.grid, "--grid", VIDEO_SUFFIXES)
+        if Path(args.grid).absolute() == Path(args.out).absolute():
+            raise CommandError(f"--grid {args.grid}: is the same file as --out; give it another name")
+    check_input_file(args.reference, "--reference", "reference image")
+    check_input_dir(args.weights, "--weights", "weights folder")
+
+
 def run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..pipeline.inputs import FolderGuidance, InputError, parse_frame_range
-    from ..pipeline.loading import WeightsError, load_pipeline
+    from ..pipeline.inputs import FolderGuidance, InputError, parse_frame_range, to_rgb_uint8
+    from ..pipeline.loading import WeightsError, load_pipeline, resolve_weights
     from ..pipeline.sampling import SamplingOptions, to_uint8
     from ..pipeline.windows import WindowError, plan_windows
     from ..video import VideoWriter
+    from .errors import check_device
 
+    check_arguments(args)
     try:
-        guidance = FolderGuidance(args.guidance, args.guidance_types, parse_frame_range(args.frames))
+        frames = parse_frame_range(args.frames)
+    except InputError as exc:
+        raise CommandError(f"--frames {args.frames}: {exc}") from exc
+    try:
+        guidance = FolderGuidance(args.guidance, args.guidance_types, frames)
         windows = _window_options(args)
         plan = plan_windows(guidance.num_frames, windows)
     except (InputError, WindowError) as exc:
-        raise CommandError(str(exc)) from exc
+        raise CommandError(f"--guidance {args.guidance}: {exc}" if isinstance(exc, InputError) else str(exc)) from exc
     if args.show_windows:
         print(plan.describe(args.steps))
         return 0
-    if not args.reference.is_file():
-        raise CommandError(f"reference image {args.reference} does not exist")
-    if args.out.suffix.lower() not in (".mp4", ".mov", ".mkv"):
-        raise CommandError(f"--out {args.out} must end in .mp4 (or .mov/.mkv)")
+    try:
+        reference_image = to_rgb_uint8(args.reference)
+    except InputError as exc:
+        raise CommandError(f"--reference {args.reference}: {exc}; give a PNG or JPEG photograph") from exc
+    device = check_device(args.device)
+    try:
+        resolve_weights(args.weights)
+    except WeightsError as exc:
+        raise CommandError(f"--weights {args.weights}: {exc}") from exc
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype)
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -124,6 +170,10 @@ def run(args) -> int:
         pipeline = load_pipeline(args.weights, dtype=dtype, device=device, guidance_types=guidance.types)
     except (WeightsError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
+    try:
+        pipeline.check_size(args.width, args.height)
+    except InputError as exc:
+        raise CommandError(f"--width/--height: {exc}") from exc
 
     options = SamplingOptions(steps=args.steps, guidance_scale=args.cfg, seed=args.seed, solver=args.solver,
                               beta_schedule=args.beta_schedule, windows=windows,
@@ -143,8 +193,7 @@ def run(args) -> int:
         bar.update(event.done - bar.n)
 
     try:
-        pipeline.check_size(args.width, args.height)
-        reference = pipeline.encode_reference(args.reference, args.width, args.height, args.fit)
+        reference = pipeline.encode_reference(reference_image, args.width, args.height, args.fit)
         latents = pipeline.denoise(reference, guidance, args.width, args.height, options, args.fit,
                                    progress=progress)
         out_w, out_h = args.output_size or (args.width, args.height)
@@ -153,9 +202,9 @@ def run(args) -> int:
                 for _, chunk in pipeline.decode(latents, args.decode_chunk, args.output_size, progress):
                     writer.write(to_uint8(chunk))
             else:
-                from ..pipeline.inputs import WHITE, fit_image, to_rgb_uint8
+                from ..pipeline.inputs import WHITE, fit_image
 
-                ref_tile = fit_image(to_rgb_uint8(args.reference), out_w, out_h, args.fit, "lanczos", WHITE)
+                ref_tile = fit_image(reference_image, out_w, out_h, args.fit, "lanczos", WHITE)
                 with VideoWriter(args.grid, args.fps) as grid_writer:
                     for frames, chunk in pipeline.decode(latents, args.decode_chunk, args.output_size, progress):
                         result = to_uint8(chunk)
@@ -170,6 +219,3 @@ def run(args) -> int:
             bar.close()
     print(f"wrote {args.out}" + (f" and {args.grid}" if args.grid else ""))
     return 0
-
-
-

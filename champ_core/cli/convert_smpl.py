@@ -22,26 +22,27 @@ def run(args) -> int:
 
     import numpy as np
 
+    from ..atomic import atomic_file
     from ..body.model import BodyModelError, find_model_file, read_smpl_arrays
     from ..body.safe_pickle import UnsafePickleError
     from . import CommandError
+    from .errors import check_output_file
 
     src, dst = Path(args.src), Path(args.dst)
+    check_output_file(dst, "DST", (".npz",))  # before reading a large model file
     try:
         if src.is_dir():
             src = find_model_file(src, args.gender)
-        arrays = read_smpl_arrays(src)
-    except (BodyModelError, UnsafePickleError, ValueError) as exc:
+        if src.resolve() == dst.resolve():
+            raise CommandError(f"DST {dst}: is the source file itself; give another output name")
+        arrays = read_smpl_arrays(src)  # validates shapes, NaN/inf, face and joint indices
+    except (BodyModelError, UnsafePickleError) as exc:
         raise CommandError(str(exc)) from exc
-    if dst.suffix != ".npz":
-        raise CommandError(f"output {dst} must end in .npz")
     clean = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     clean["f"] = clean["f"].astype(np.uint32)
     clean["kintree_table"] = clean["kintree_table"].astype(np.int64)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.stem + ".partial.npz")
-    np.savez_compressed(tmp, **clean)
-    tmp.replace(dst)
+    with atomic_file(dst) as tmp:  # a temporary name next to DST, renamed when complete
+        np.savez_compressed(tmp, **clean)
     v = clean["v_template"]
     print(f"wrote {dst}: {v.shape[0]} vertices, {clean['f'].shape[0]} faces, "
           f"{clean['shapedirs'].shape[2]} shape directions")

@@ -16,12 +16,20 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from tqdm import tqdm
 
     from ..models.convert import convert_weights
     from ..models.errors import CheckpointError, ModelInputError
     from . import CommandError
+    from .errors import check_input_dir, check_output_dir, os_error_from_text
 
+    check_input_dir(args.src, "SRC", "released champ/ weights folder")
+    dst = check_output_dir(args.dst, "DST", overwrite=True)  # files inside are replaced one by one
+    if Path(args.src).resolve() == dst.resolve():
+        raise CommandError(f"DST {dst}: is the source folder; give another output folder")
+    created = not dst.exists()
     bars = []  # created on the first progress report, so an early error prints no empty bar
 
     def progress(name: str, index: int, total: int) -> None:
@@ -35,7 +43,18 @@ def run(args) -> int:
         manifest = convert_weights(args.src, args.dst, args.dtype, args.guidance_types, progress)
     except (CheckpointError, ModelInputError) as exc:
         raise CommandError(str(exc)) from exc
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(dst)
+        raise
+    except Exception as exc:  # safetensors reports a failed write (disk full, ...) as its own error type
+        os_error = os_error_from_text(exc, dst) if type(exc).__name__ == "SafetensorError" else None
+        if os_error is None:
+            raise
+        raise os_error from exc
     finally:
+        if created and dst.is_dir() and not any(dst.iterdir()):
+            dst.rmdir()  # a failed conversion leaves no empty output folder behind
         for bar in bars:
             bar.n = bar.total if bar.total else bar.n
             bar.close()

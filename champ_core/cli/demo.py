@@ -30,21 +30,28 @@ def run(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from ..atomic import atomic_dir
     from ..body.alignment import AlignOptions, align_to_reference
     from ..body.fitting import fit_reference
     from ..body.keypoints import load_pose_keypoints, skeleton_keypoints
     from ..body.model import open_body_model
-    from ..body.motions import MotionSourceError
+    from ..body.motions import BUILTIN_MOTIONS, MotionSourceError
     from ..body.sources import builtin_or_file
     from ..render import draw_skeleton, render_guidance
     from ..render.writer import MotionFolderError, write_motion_folder
     from . import CommandError
+    from .errors import check_output_dir, check_positive
 
     start = time.time()
-    out = Path(args.out)
     overwrite = args.overwrite or args.out == "out/demo"
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise CommandError(f"{out} exists and is not empty; pass --overwrite or another --out")
+    out = check_output_dir(args.out, "--out", overwrite=overwrite)
+    check_positive(args.fps, "--fps")
+    check_positive(args.seconds, "--seconds")
+    if args.seconds * args.fps > 100_000:
+        raise CommandError(f"--seconds {args.seconds} at --fps {args.fps}: more than 100000 frames; give a shorter motion")
+    if args.motion not in BUILTIN_MOTIONS and not Path(args.motion).exists():
+        raise CommandError(f"--motion {args.motion}: neither a built-in motion ({', '.join(BUILTIN_MOTIONS)}) nor an "
+                           "existing motion file or folder")
     try:
         import skimage.data
     except ImportError as exc:
@@ -69,17 +76,20 @@ def run(args) -> int:
     skeleton = skeleton_keypoints(posed.vertices, posed.joints, aligned.camera)
     layers["dwpose"] = draw_skeleton(skeleton, aligned.camera.width, aligned.camera.height)
     print("4/4 writing the motion folder and previews ...")
-    try:
-        folder = write_motion_folder(out / "guidance", layers, aligned.frame_names, fps=aligned.fps,
-                                     reference=reference_image, previews=True, overwrite=True)
-    except MotionFolderError as exc:
-        raise CommandError(str(exc)) from exc
     from PIL import Image
 
-    Image.fromarray(reference_image).save(out / "reference.png")
-    aligned.save(out / "motion_aligned.npz")
-    reference.save(out / "reference_fit.npz")
-    np.savez(out / "reference_betas.npz", betas=reference.betas)
+    # everything goes into a temporary sibling folder that replaces OUT only when complete
+    with atomic_dir(out, overwrite=True) as staging:
+        try:
+            write_motion_folder(staging / "guidance", layers, aligned.frame_names, fps=aligned.fps,
+                                reference=reference_image, previews=True, overwrite=True)
+        except MotionFolderError as exc:
+            raise CommandError(str(exc)) from exc
+        Image.fromarray(reference_image).save(staging / "reference.png")
+        aligned.save(staging / "motion_aligned.npz")
+        reference.save(staging / "reference_fit.npz")
+        np.savez(staging / "reference_betas.npz", betas=reference.betas)
+    folder = out / "guidance"
     print(f"\nwrote {folder} ({aligned.num_frames} frames: depth/ normal/ semantic_map/ dwpose/ mask/, preview.mp4, "
           f"overlay.mp4), {out / 'reference.png'} and the SMPL motion {out / 'motion_aligned.npz'} "
           f"in {time.time() - start:.1f} s")

@@ -28,12 +28,12 @@ def run(args) -> int:
     from pathlib import Path
 
     import numpy as np
-    from PIL import Image
     from tqdm import tqdm
 
     from ..body.keypoints import KeypointError, load_pose_keypoints, skeleton_keypoints
     from ..body.model import BodyModelError, load_body_model, open_body_model
     from ..body.motion import Motion, MotionError
+    from ..pipeline.inputs import InputError, to_rgb_uint8
     from ..render import (
         RenderBackendError,
         RenderInputError,
@@ -43,21 +43,31 @@ def run(args) -> int:
     )
     from ..render.writer import MotionFolderError, MotionFolderWriter
     from . import CommandError
+    from .errors import check_device, check_input_file, check_output_dir
 
+    # cheap checks first: paths, the device, the reference image
+    check_input_file(args.motion, "--motion", "motion file", suffixes=(".npz",))
+    out = check_output_dir(args.out, "--out", overwrite=args.overwrite)
+    if args.keypoints:
+        if not Path(args.keypoints).is_dir():
+            check_input_file(args.keypoints, "--keypoints", "keypoint file")
+    if args.body != "open" and not Path(args.body).exists():
+        raise CommandError(f"--body {args.body}: no such SMPL model file or folder; give SMPL_NEUTRAL.pkl / .npz "
+                           "(or its folder), or leave --body out for the open body")
+    if args.device is not None:
+        check_device(args.device)
+    reference = None
+    if args.reference:
+        check_input_file(args.reference, "--reference", "reference image")
+        try:
+            reference = to_rgb_uint8(args.reference)  # 16-bit, gray, RGBA handled as for animate
+        except InputError as exc:
+            raise CommandError(f"--reference {args.reference}: {exc}; give a PNG or JPEG image") from exc
     try:
         motion = Motion.load(args.motion)
         body = open_body_model() if args.body == "open" else load_body_model(args.body, gender=args.gender)
     except (MotionError, BodyModelError) as exc:
         raise CommandError(str(exc)) from exc
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise CommandError(f"{out} already exists and is not empty; pass --overwrite or choose another folder")
-    reference = None
-    if args.reference:
-        try:
-            reference = np.asarray(Image.open(args.reference).convert("RGB"))
-        except OSError as exc:
-            raise CommandError(f"cannot read reference image {args.reference}: {exc}") from exc
 
     camera = motion.camera
     posed = motion.pose(body)

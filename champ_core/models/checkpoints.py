@@ -21,6 +21,13 @@ from .errors import CheckpointError
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
 
+# safetensors dtype names -> torch dtypes (what `get_slice(name).get_dtype()` reports)
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
 
 class TensorFile:
     """Names, shapes and (lazily) the tensors of one weight file."""
@@ -43,7 +50,9 @@ class TensorFile:
 
         try:
             self._handle = safe_open(str(self.path), framework="pt", device="cpu")
-            self.shapes = {k: tuple(self._handle.get_slice(k).get_shape()) for k in self._handle.keys()}
+            slices = {k: self._handle.get_slice(k) for k in self._handle.keys()}
+            self.shapes = {k: tuple(v.get_shape()) for k, v in slices.items()}
+            self.dtypes = {k: SAFETENSORS_DTYPES.get(v.get_dtype(), v.get_dtype()) for k, v in slices.items()}
             self.metadata = self._handle.metadata() or {}
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"{self.path} is not a readable safetensors file ({exc})") from exc
@@ -80,6 +89,7 @@ class TensorFile:
             raise CheckpointError(f"{self.path}: entries that are not tensors: {', '.join(map(str, not_tensors))}")
         self._tensors = dict(data)
         self.shapes = {k: tuple(v.shape) for k, v in self._tensors.items()}
+        self.dtypes = {k: v.dtype for k, v in self._tensors.items()}
 
     def keys(self) -> list[str]:
         return list(self.shapes)
@@ -88,6 +98,20 @@ class TensorFile:
         if self._tensors is not None:
             return self._tensors[key]
         return self._handle.get_tensor(key)
+
+    def get_checked(self, key: str) -> torch.Tensor:
+        """`get`, refusing a floating-point tensor that holds NaN or infinite values."""
+        tensor = self.get(key)
+        check_finite(tensor, key, self.path)
+        return tensor
+
+
+def check_finite(tensor: torch.Tensor, name: str, where) -> None:
+    """A CheckpointError naming the tensor when it holds NaN or infinite values (they give black frames)."""
+    if tensor.is_floating_point() and tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise CheckpointError(f"{where}: tensor {name} holds {bad} NaN or infinite value(s) out of {tensor.numel()}; "
+                              "the file is damaged (or was saved from a diverged training run): get a good copy")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,14 +164,37 @@ def build_on_meta(factory: Callable[[], nn.Module]) -> nn.Module:
         return factory()
 
 
-def check_names(module: nn.Module, shapes: Mapping[str, tuple], what: str) -> None:
-    """Raise a CheckpointError naming every missing, unexpected or wrongly shaped tensor."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+def _dtype_kind(dtype) -> str:
+    if not isinstance(dtype, torch.dtype):
+        return f"unsupported ({dtype})"
+    if dtype.is_floating_point:
+        return "floating point"
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    return "integer"
+
+
+def check_names(module: nn.Module, shapes: Mapping[str, tuple], what: str,
+                dtypes: Mapping[str, torch.dtype] | None = None) -> None:
+    """Raise a CheckpointError naming every missing, unexpected, wrongly shaped or wrongly typed tensor.
+
+    dtypes (module name -> the file's dtype): a file tensor must be of the network tensor's kind
+    (floating point for weights; integer/bool buffers stay integer/bool); precision may differ.
+    """
+    state = module.state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items()}
     missing = [k for k in expected if k not in shapes]
     unexpected = [k for k in shapes if k not in expected]
     wrong = [f"{k} (file {list(shapes[k])}, network {list(expected[k])})"
              for k in expected if k in shapes and tuple(shapes[k]) != expected[k]]
-    if missing or unexpected or wrong:
+    wrong_dtypes = []
+    for k, dtype in (dtypes or {}).items():
+        if k in state and _dtype_kind(dtype) != _dtype_kind(state[k].dtype):
+            shown = str(dtype).replace("torch.", "")
+            wrong_dtypes.append(f"{k} (file {shown}, network {str(state[k].dtype).replace('torch.', '')})")
+    if missing or unexpected or wrong or wrong_dtypes:
         parts = [f"{what} does not match the network:"]
         if missing:
             parts.append(f"missing tensors ({len(missing)}): " + ", ".join(missing))
@@ -155,6 +202,8 @@ def check_names(module: nn.Module, shapes: Mapping[str, tuple], what: str) -> No
             parts.append(f"unexpected tensors ({len(unexpected)}): " + ", ".join(unexpected))
         if wrong:
             parts.append(f"wrong shapes ({len(wrong)}): " + ", ".join(wrong))
+        if wrong_dtypes:
+            parts.append(f"wrong dtypes ({len(wrong_dtypes)}): " + ", ".join(wrong_dtypes))
         parts.append("Check that the file is the right Champ component (and not truncated or from another model).")
         raise CheckpointError("\n".join(parts))
 
@@ -168,10 +217,11 @@ def assign_weights(
     device: torch.device | str,
 ) -> nn.Module:
     """Strictly load `module` (built on meta) from `sources[module_name] = (file, file_name)`."""
-    check_names(module, {k: f.shapes[n] for k, (f, n) in sources.items()}, what)
+    check_names(module, {k: f.shapes[n] for k, (f, n) in sources.items()}, what, source_dtypes(sources))
     state = {}
     for key, (tensor_file, name) in sources.items():
         tensor = tensor_file.get(name)
+        check_finite(tensor, name, tensor_file.path)
         state[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
     module.load_state_dict(state, strict=True, assign=True)
     left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
@@ -179,6 +229,16 @@ def assign_weights(
         raise CheckpointError(f"{what}: tensors left without weights: {', '.join(left)}")
     module.requires_grad_(False)
     return module.eval()
+
+
+def source_dtypes(sources: Mapping[str, tuple]) -> dict[str, torch.dtype]:
+    """module name -> the file's dtype, for the sources whose file knows dtypes."""
+    out = {}
+    for key, (tensor_file, name) in sources.items():
+        dtype = getattr(tensor_file, "dtypes", {}).get(name)
+        if dtype is not None:
+            out[key] = dtype
+    return out
 
 
 def gather_sources(

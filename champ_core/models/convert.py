@@ -89,7 +89,7 @@ def convert_weights(
                 progress(name, i, len(plans))
             tensors = {}
             for key, (tensor_file, source_name) in plan.sources.items():
-                tensor = tensor_file.get(source_name)
+                tensor = tensor_file.get_checked(source_name)  # NaN/inf refused, named
                 if target_dtype is not None and tensor.is_floating_point():
                     tensor = tensor.to(target_dtype)
                 tensors[key] = tensor.contiguous()

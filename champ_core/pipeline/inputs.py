@@ -41,6 +41,53 @@ class InputError(ValueError):
     """A reference image or guidance input the pipeline cannot use (says what to change)."""
 
 
+def check_finite(values, what: str) -> None:
+    """An InputError naming `what` when a float array/tensor holds NaN or infinite values.
+
+    Such values come from a broken upstream step (a node that divided by zero, a damaged file);
+    passed on they give black or noisy frames far from their cause, so they stop here.
+    """
+    if hasattr(values, "detach"):  # torch
+        import torch
+
+        if values.is_floating_point() and values.numel() and not bool(torch.isfinite(values).all()):
+            bad = int((~torch.isfinite(values)).sum())
+            raise InputError(f"{what} holds {bad} NaN or infinite value(s) out of {values.numel()}; "
+                             "check the step that produced it")
+        return
+    array = np.asarray(values)
+    if np.issubdtype(array.dtype, np.floating) and array.size and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise InputError(f"{what} holds {bad} NaN or infinite value(s) out of {array.size}; "
+                         "check the step that produced it")
+
+
+def images_to_uint8(batch, what: str = "image") -> np.ndarray:
+    """A ComfyUI IMAGE batch (B, H, W, C) float in [0, 1] (C = 1, 3 or 4) -> uint8 (B, H, W, 3).
+
+    NaN/inf refused (InputError naming `what`); values outside [0, 1] are clipped; alpha is dropped
+    and gray repeated (the documented fallbacks for IMAGE inputs).
+    """
+    if not hasattr(batch, "shape") or len(batch.shape) != 4:
+        raise InputError(f"{what}: expected an IMAGE batch (B, H, W, C), got {getattr(batch, 'shape', type(batch))}")
+    if batch.shape[0] == 0:
+        raise InputError(f"{what}: the IMAGE batch is empty (0 frames)")
+    channels = batch.shape[-1]
+    if channels not in (1, 3, 4):
+        raise InputError(f"{what}: expected 1, 3 or 4 colour channels, got {channels}")
+    check_finite(batch, what)
+    if hasattr(batch, "detach"):
+        batch = batch.detach().float().cpu().numpy()
+    array = np.asarray(batch)
+    if array.dtype != np.uint8:
+        array = (np.clip(array.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    if channels == 4:
+        array = array[..., :3]
+    elif channels == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return np.ascontiguousarray(array)
+
+
 # -- single images ---------------------------------------------------------------------------
 
 def to_rgb_uint8(image, background: tuple[int, int, int] = WHITE) -> np.ndarray:
@@ -225,12 +272,16 @@ class FolderGuidance:
         self.frame_names = list(selected)
         self.num_frames = len(self.frame_names)
 
-    def _load(self, kind: str, index: int, width: int, height: int, fit: str) -> np.ndarray:
+    def load_frame(self, kind: str, index: int) -> np.ndarray:
+        """One frame of one type at its own size, uint8 (H, W, 3); semantic maps masked (training reads this)."""
         name = self.frame_names[index]
         frame = to_rgb_uint8(self._files[kind][name], BLACK)
         if kind == "semantic_map" and self.use_mask:
             frame = _apply_mask(frame, self._files[MASK][name])
-        return fit_image(frame, width, height, fit)
+        return frame
+
+    def _load(self, kind: str, index: int, width: int, height: int, fit: str) -> np.ndarray:
+        return fit_image(self.load_frame(kind, index), width, height, fit)
 
     def read(self, indices: Sequence[int], width: int, height: int, fit: str) -> dict[str, np.ndarray]:
         from concurrent.futures import ThreadPoolExecutor

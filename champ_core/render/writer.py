@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import blame_target, normal_dir_mode
 from ..guidance import LAYER_NAMES, MASK, write_layer_frames
 
 PREVIEW_NAME = "preview.mp4"
@@ -128,6 +129,7 @@ class MotionFolderWriter:
             raise MotionFolderError(f"{self.out_dir} already exists and is not empty; choose another folder or overwrite")
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self._staging = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", suffix=".partial", dir=self.out_dir.parent))
+        normal_dir_mode(self._staging)  # mkdtemp makes it private (0700); a motion folder gets the usual mode
         return self
 
     def write(self, layers: Mapping[str, np.ndarray], names: Sequence[str]) -> None:
@@ -173,6 +175,8 @@ class MotionFolderWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         staging, self._staging = self._staging, None
+        # name the folder asked for, not the temporary one
+        named = blame_target(exc, self.out_dir, staging) if isinstance(exc, OSError) else exc
         try:
             for video in self._videos:
                 if exc_type is None:
@@ -188,6 +192,8 @@ class MotionFolderWriter:
                 shutil.rmtree(staging, ignore_errors=True)
         if exc_type is None and self.frames_written == 0:
             raise MotionFolderError(f"no frames were written to {self.out_dir}")
+        if named is not exc:
+            raise named from exc
 
 
 def write_motion_folder(
