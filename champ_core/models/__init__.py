@@ -4,7 +4,8 @@ Public names (imported lazily, so `import champ_core.models` stays light):
 - `GuidanceEncoder`                                  (guidance_encoder.py)
 - `ReferenceUNet`, `DenoisingUNet3D`, `ReferenceFeatures`, `ReferenceContext`   (unet.py)
 - `UNetConfig`, `MotionModuleConfig`, `GuidanceEncoderConfig`, `ChampConfig`     (config.py)
-- `ChampModels`, `load_champ_models`, `load_denoising_unet`, `load_reference_unet`,
+- `ChampModel` (the networks + THE Champ forward)                                (champ.py)
+- `ChampModels` (alias of ChampModel), `load_champ_models`, `load_denoising_unet`, `load_reference_unet`,
   `load_guidance_encoder`, `load_motion_modules`, `resolve_dtype`               (loading.py)
 - `load_image_encoder`, `load_vae`, `clip_preprocess`                           (external.py)
 - `CheckpointError`, `ModelInputError`, `WindowTooLongError`                    (errors.py)
@@ -26,6 +27,7 @@ _EXPORTS = {
     "GuidanceEncoderConfig": ".config",
     "ChampConfig": ".config",
     "ChampModels": ".loading",
+    "ChampModel": ".champ",
     "load_champ_models": ".loading",
     "load_denoising_unet": ".loading",
     "load_reference_unet": ".loading",

@@ -9,13 +9,14 @@ Each component is looked up as <stem>.safetensors, then .pth/.pt/.ckpt/.bin.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..guidance import GUIDANCE_TYPES
+from .champ import ChampModel
 from .checkpoints import (
     OUTPUT_HEAD_RULE,
     PICKLE_SUFFIXES,
@@ -26,6 +27,7 @@ from .checkpoints import (
     check_names,
     gather_sources,
     guidance_encoder_renames,
+    source_dtypes,
 )
 from .config import (
     ChampConfig,
@@ -40,6 +42,7 @@ from .unet import DenoisingUNet3D, ReferenceUNet
 
 WEIGHT_SUFFIXES = (SAFETENSORS_SUFFIX, *PICKLE_SUFFIXES)
 MANIFEST_NAME = "champ_weights.json"
+GUIDANCE_CHANNELS = 3  # every guidance map (depth, normal, semantic_map, dwpose) reaches its encoder as RGB
 
 DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -109,7 +112,7 @@ class ComponentPlan:
         return f"{self.kind.replace('_', ' ')} ({', '.join(str(f.path) for f in self.files)})"
 
     def check(self, module: torch.nn.Module) -> None:
-        check_names(module, self.shapes, self.what)
+        check_names(module, self.shapes, self.what, source_dtypes(self.sources))
 
 
 def _infer(infer, shapes, what: str, files):
@@ -121,7 +124,14 @@ def _infer(infer, shapes, what: str, files):
 
 
 def plan_guidance_encoder(tensor_file, config: GuidanceEncoderConfig | None = None) -> ComponentPlan:
-    config = config or _infer(infer_guidance_encoder_config, tensor_file.shapes, "guidance encoder", [tensor_file])
+    if config is None:
+        config = _infer(infer_guidance_encoder_config, tensor_file.shapes, "guidance encoder", [tensor_file])
+        if config.in_channels != GUIDANCE_CHANNELS:  # Champ's guidance maps are RGB images (3 channels)
+            raise CheckpointError(
+                f"{tensor_file.path}: conv_in.weight takes {config.in_channels} input channels, but Champ's guidance "
+                f"encoders take {GUIDANCE_CHANNELS}-channel (RGB) guidance maps; this is not a Champ guidance "
+                "encoder (or it is damaged): use the released guidance_encoder_<type>.pth"
+            )
     renames, unused = guidance_encoder_renames(2 * (len(config.block_out_channels) - 1))
     sources, shapes, dropped = gather_sources([tensor_file], renames, unused)
     return ComponentPlan("guidance_encoder", config, sources, shapes, dropped, [tensor_file])
@@ -140,8 +150,21 @@ def plan_reference_unet(tensor_file, config: UNetConfig | None = None, drop_outp
     return ComponentPlan("reference_unet", config, sources, shapes, dropped, [tensor_file])
 
 
-def plan_denoising_unet(base, motion=None, config: UNetConfig | None = None) -> ComponentPlan:
-    """2D weights from `base`; motion modules from `motion` if given (it then replaces any in `base`)."""
+def plan_denoising_unet(base, motion=None, config: UNetConfig | None = None,
+                        without_motion_modules: bool = False) -> ComponentPlan:
+    """2D weights from `base`; motion modules from `motion` if given (it then replaces any in `base`).
+
+    without_motion_modules: the stage-1 denoiser (2D weights only; motion-module tensors in `base`
+    are left out, and `motion` must be None).
+    """
+    if without_motion_modules:
+        if motion is not None:
+            raise CheckpointError(f"{motion.path}: a denoising UNet without motion modules takes no motion-module file")
+        sources, shapes, _ = gather_sources([base], select=lambda name: not _is_motion_key(name))
+        if config is not None and config.motion is not None:
+            raise CheckpointError("without_motion_modules needs a config without motion modules")
+        config = config or _infer(infer_unet_config, shapes, "denoising UNet", [base])
+        return ComponentPlan("denoising_unet", config, sources, shapes, [], [base])
     if motion is not None:
         non_motion = [k for k in motion.keys() if not _is_motion_key(k)]
         if non_motion:
@@ -188,11 +211,15 @@ def load_denoising_unet(
     path: str | Path, motion_module_path: str | Path | None = None,
     dtype: torch.dtype | str = torch.float32, device: str | torch.device = "cpu",
     config: UNetConfig | None = None, round_reference_to_fp16: bool = True,
+    without_motion_modules: bool = False,
 ) -> DenoisingUNet3D:
     """The 2D weights from `path`, the motion modules from `motion_module_path` (or from `path` itself
-    when it already holds them, as converted files do; an explicit `motion_module_path` wins)."""
+    when it already holds them, as converted files do; an explicit `motion_module_path` wins).
+
+    without_motion_modules: load the 2D weights only (stage-1 weights; frames are independent)."""
     motion = TensorFile(motion_module_path) if motion_module_path is not None else None
-    return _load(plan_denoising_unet(TensorFile(path), motion, config), dtype, device, round_reference_to_fp16)
+    plan = plan_denoising_unet(TensorFile(path), motion, config, without_motion_modules)
+    return _load(plan, dtype, device, round_reference_to_fp16)
 
 
 @torch.no_grad()
@@ -218,53 +245,19 @@ def load_motion_modules(unet: DenoisingUNet3D, path: str | Path) -> DenoisingUNe
 # Everything at once
 
 
-@dataclass
-class ChampModels:
-    reference_unet: ReferenceUNet
-    denoising_unet: DenoisingUNet3D
-    guidance_encoders: dict[str, GuidanceEncoder]
-    dtype: torch.dtype = torch.float32
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+def manifest_says_no_motion_modules(folder: Path) -> bool:
+    """True when `folder/champ_weights.json` records weights without motion modules (stage-1 output)."""
+    import json
 
-    def encode_guidance(
-        self,
-        layers: Mapping[str, torch.Tensor],
-        strengths: Mapping[str, float] | None = None,
-        frame_chunk: int | None = None,
-    ) -> torch.Tensor:
-        """Sum over the loaded encoders (GUIDANCE_TYPES order) of strength * encoder(layer).
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("motion_modules") is False
 
-        layers[type]: (B, 3, F, H, W) in [0, 1]. Encoders with no layer given are skipped; a layer
-        with no loaded encoder is an error. `frame_chunk` encodes that many frames at a time (the
-        encoders never mix frames, so the result is the same, with less peak memory).
-        """
-        strengths = dict(strengths or {})
-        unknown = sorted((set(layers) | set(strengths)) - set(GUIDANCE_TYPES))
-        if unknown:
-            raise ModelInputError(f"unknown guidance type(s) {unknown}; expected some of {list(GUIDANCE_TYPES)}")
-        without_encoder = sorted(set(layers) - set(self.guidance_encoders))
-        if without_encoder:
-            raise ModelInputError(
-                f"no guidance encoder loaded for {without_encoder}; loaded: {sorted(self.guidance_encoders)}. "
-                "Put guidance_encoder_<type>.pth into the weights folder or leave that layer out."
-            )
-        used = [t for t in GUIDANCE_TYPES if t in layers]
-        if not used:
-            raise ModelInputError("no guidance layers given")
-        shapes = {tuple(layers[t].shape) for t in used}
-        if len(shapes) != 1:
-            raise ModelInputError(f"guidance layers differ in shape: { {t: tuple(layers[t].shape) for t in used} }")
-        outputs = []
-        for guidance_type in used:
-            x = layers[guidance_type].to(device=self.device, dtype=self.dtype)
-            encoder = self.guidance_encoders[guidance_type]
-            if frame_chunk:
-                out = torch.cat([encoder(x[:, :, i:i + frame_chunk]) for i in range(0, x.shape[2], frame_chunk)], dim=2)
-            else:
-                out = encoder(x)
-            strength = float(strengths.get(guidance_type, 1.0))
-            outputs.append(out if strength == 1.0 else out * strength)
-        return torch.stack(outputs).sum(0)  # the reference's summation (same bits)
+
+# The loaders' return type; one class with the training wrapper (see champ.py).
+ChampModels = ChampModel
 
 
 def load_champ_models(
@@ -278,14 +271,19 @@ def load_champ_models(
     config: ChampConfig | None = None,
     round_reference_to_fp16: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
-) -> ChampModels:
+    without_motion_modules: bool | None = None,
+) -> ChampModel:
     """Load ReferenceNet, denoising UNet3D (with motion modules) and guidance encoders from `folder`.
 
     guidance_types: None = every guidance_encoder_<type> file present (at least one); otherwise
     exactly those types (each file must exist). guidance_folder: where those files are (default:
     `folder`). motion_module: a motion-module file to use instead of `folder`'s. config: skip the
     architecture inference (strict loading still checks every tensor). progress(name, i, n) is
-    called before each component.
+    called before each component. without_motion_modules: the stage-1 mode: the denoiser's 2D
+    weights only (a motion-module file is not needed and not used); every frame is denoised on its
+    own, so a video is a sequence of independently generated frames sharing the reference. None
+    (default): on when the folder's champ_weights.json says it holds no motion modules (stage-1
+    training output), off otherwise.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -311,7 +309,13 @@ def load_champ_models(
     guidance_paths = {t: require_weight_file(guidance_folder, f"guidance_encoder_{t}", f"{t} guidance encoder")
                       for t in types}
     motion_path = Path(motion_module) if motion_module is not None else find_weight_file(folder, "motion_module")
-    if motion_path is not None and motion_module is None and denoising_path.suffix == SAFETENSORS_SUFFIX:
+    if without_motion_modules is None:
+        without_motion_modules = motion_module is None and manifest_says_no_motion_modules(folder)
+    if without_motion_modules:
+        if motion_module is not None:
+            raise ModelInputError("without_motion_modules loads no motion modules: do not pass motion_module")
+        motion_path = None
+    elif motion_path is not None and motion_module is None and denoising_path.suffix == SAFETENSORS_SUFFIX:
         # converted files already hold the motion modules; a separate file next to one is not used
         if any(_is_motion_key(k) for k in TensorFile(denoising_path).keys()):
             motion_path = None
@@ -322,10 +326,11 @@ def load_champ_models(
     reference = load_reference_unet(reference_path, dtype, device, config.reference_unet if config else None)
     report("denoising_unet", 1, steps)
     denoising = load_denoising_unet(denoising_path, motion_path, dtype, device,
-                                    config.denoising_unet if config else None, round_reference_to_fp16)
+                                    config.denoising_unet if config else None, round_reference_to_fp16,
+                                    without_motion_modules=without_motion_modules)
     encoders = {}
     for i, guidance_type in enumerate(types):
         report(f"guidance_encoder_{guidance_type}", 2 + i, steps)
         encoders[guidance_type] = load_guidance_encoder(guidance_paths[guidance_type], dtype, device,
                                                         config.guidance_encoder if config else None)
-    return ChampModels(reference, denoising, encoders, dtype, device)
+    return ChampModel(reference, denoising, encoders)

@@ -8,6 +8,7 @@ reference tokens' key/value projections are computed once per video in `prepare_
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -18,10 +19,11 @@ from .attention import (
     CrossAttnProcessor,
     ReferenceReadProcessor,
     ReferenceWriteProcessor,
+    SelfAttnProcessor,
     mask_runs,
     split_heads,
 )
-from .blocks import DownStage, MidStage, SpatialTransformer, UpStage, fold_frames, unfold_frames
+from .blocks import DownStage, MidStage, SpatialTransformer, Stage, UpStage, fold_frames, unfold_frames
 from .config import UNetConfig
 from .errors import ModelInputError, WindowTooLongError
 
@@ -102,8 +104,35 @@ class _UNetCore(nn.Module):
         if c.out_channels is not None:
             self.conv_norm_out = nn.GroupNorm(groups, widths[0], eps=eps)
             self.conv_out = nn.Conv2d(widths[0], c.out_channels, kernel_size=3, padding=1)
+        self.cross_attention_shortcut = True
+        self.gradient_checkpointing = False
         for attn in self.cross_attentions():
             attn.set_processor(CrossAttnProcessor())
+
+    def set_cross_attention_shortcut(self, enabled: bool) -> None:
+        """Single-token cross-attention as `to_out(to_v(token))` (default) or the general product.
+
+        Same values either way. The general path keeps `attn2.to_q`, `attn2.to_k` and `norm2` in
+        the autograd graph, where they get exactly zero gradients (softmax over one key is 1), as in
+        the reference; with the shortcut their `.grad` stays None. Training uses the general path,
+        so optimizers treat those tensors as the reference's do (weight decay included).
+        """
+        self.cross_attention_shortcut = bool(enabled)
+        for attn in self.cross_attentions():
+            attn.set_processor(CrossAttnProcessor() if enabled else SelfAttnProcessor())
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """Recompute every resnet(+attention)(+motion module) unit in backward (non-reentrant
+        checkpoints, so reference tokens written inside a unit keep their gradient path)."""
+        self.gradient_checkpointing = bool(enabled)
+        for module in self.modules():
+            if isinstance(module, (Stage, MidStage)):
+                module.gradient_checkpointing = bool(enabled)
+
+    def _set_recompute_context(self, factory) -> None:
+        for module in self.modules():
+            if isinstance(module, (Stage, MidStage)):
+                module.recompute_context = factory
 
     @property
     def dtype(self) -> torch.dtype:
@@ -187,8 +216,7 @@ class DenoisingUNet3D(_UNetCore):
     """The video UNet: SD1.5 layout per frame, AnimateDiff v2 motion modules, reference attention."""
 
     def __init__(self, config: UNetConfig, *, round_reference_to_fp16: bool = True):
-        if config.motion is None:
-            raise ValueError("the denoising UNet needs a motion-module config")
+        # config.motion None: the stage-1 denoiser (no motion modules; every frame on its own)
         super().__init__(config)
         # Compatibility with the reference implementation: it hands the reference tokens to the
         # reader as float16 even in a float32 run (see docs/models.md).
@@ -200,8 +228,25 @@ class DenoisingUNet3D(_UNetCore):
             self._readers[name] = processor
 
     @property
-    def max_frames(self) -> int:
-        return self.config.motion.max_frames
+    def has_motion_modules(self) -> bool:
+        return self.config.motion is not None
+
+    @property
+    def max_frames(self) -> int | None:
+        """Frames one call may hold (the position encoding's length); None without motion modules."""
+        return self.config.motion.max_frames if self.config.motion is not None else None
+
+    @contextlib.contextmanager
+    def _reader_state(self, state: dict):
+        """Put the readers' per-call state back for a checkpointed unit's recomputation in backward."""
+        saved = {name: dict(vars(reader)) for name, reader in self._readers.items()}
+        for name, reader in self._readers.items():
+            vars(reader).update(state[name])
+        try:
+            yield
+        finally:
+            for name, reader in self._readers.items():
+                vars(reader).update(saved[name])
 
     def prepare_reference(self, features: ReferenceFeatures) -> ReferenceContext:
         """Project the reference tokens with every reader layer's to_k/to_v, once per video.
@@ -247,7 +292,7 @@ class DenoisingUNet3D(_UNetCore):
         if sample.ndim != 5:
             raise ModelInputError(f"sample must be (B, C, F, h, w), got {tuple(sample.shape)}")
         batch, _, frames, height, width = sample.shape
-        if frames > self.max_frames:
+        if self.max_frames is not None and frames > self.max_frames:
             raise WindowTooLongError(
                 f"{frames} frames in one call, but the motion modules' position encoding covers at most "
                 f"{self.max_frames}; use temporal windows of <= {self.max_frames} frames"
@@ -276,6 +321,9 @@ class DenoisingUNet3D(_UNetCore):
         for name, reader in self._readers.items():
             reader.reference = reference.keys_values[name] if reference is not None else None
             reader.row_index, reader.row_runs = row_index, row_runs
+        if self.gradient_checkpointing:
+            state = {name: dict(vars(reader)) for name, reader in self._readers.items()}
+            self._set_recompute_context(lambda: self._reader_state(state))
         try:
             temb = self.time_embed(timestep, batch).repeat_interleave(frames, dim=0)
             context = clip_embeds.to(self.dtype).expand(batch, -1, -1).repeat_interleave(frames, dim=0)
@@ -285,4 +333,6 @@ class DenoisingUNet3D(_UNetCore):
         finally:
             for reader in self._readers.values():
                 reader.reference = reader.row_index = reader.row_runs = None
+            if self.gradient_checkpointing:
+                self._set_recompute_context(None)
         return unfold_frames(out, frames)

@@ -12,6 +12,12 @@ import importlib
 
 _EXPORTS = {
     "ChampPipeline": ".sampling",
+    "ChampDenoiser": ".sampling",
+    "encode_reference": ".sampling",
+    "decode_latents": ".sampling",
+    "unscaled_latents": ".sampling",
+    "scaled_latents": ".sampling",
+    "usable_guidance_types": ".sampling",
     "SamplingOptions": ".sampling",
     "ProgressEvent": ".sampling",
     "AnimationResult": ".sampling",
