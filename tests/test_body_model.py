@@ -70,7 +70,13 @@ def test_open_body_matches_smplx_and_is_deterministic(tmp_path):
     a, b = gen.make_open_body(), gen.make_open_body()
     assert all(np.array_equal(a[k], b[k]) for k in a)
     with np.load(ROOT / "champ_core" / "body" / "data" / "open_body.npz") as shipped:
-        assert all(np.array_equal(a[k], shipped[k]) for k in a)
+        for k in a:
+            assert a[k].dtype == shipped[k].dtype and a[k].shape == shipped[k].shape, k
+            if np.issubdtype(a[k].dtype, np.floating):
+                # the generator's float math may round differently on another BLAS build by ~1e-18 m
+                assert np.abs(a[k].astype(np.float64) - shipped[k]).max() < 1e-9, k
+            else:
+                assert np.array_equal(a[k], shipped[k]), k
     gen.write_smplx_pickle(a, tmp_path)
     reference = smplx.create(str(tmp_path / "SMPL_NEUTRAL.pkl"), model_type="smpl", num_betas=10)
     body = open_body_model()

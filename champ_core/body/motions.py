@@ -169,12 +169,17 @@ def place_world_motion(global_orient_w: np.ndarray, body_pose: np.ndarray, betas
 
 
 def builtin_motion(name: str, body: BodyModel, seconds: float = 4.0, fps: float = 30.0,
-                   camera: Camera | None = None, betas: np.ndarray | None = None) -> Motion:
-    """One of BUILTIN_MOTIONS as a camera-frame `Motion` in front of `camera` (default camera)."""
+                   camera: Camera | None = None, betas: np.ndarray | None = None, fill: float = 0.8,
+                   start: float = 0.0) -> Motion:
+    """One of BUILTIN_MOTIONS as a camera-frame `Motion` in front of `camera` (default camera).
+
+    `fill`: the share of the image height the first frame's rest body fills; `start`: where in
+    the clip (seconds) the motion begins (the clips are periodic, so any start is a valid motion).
+    """
     if name not in _CLIPS:
         raise MotionSourceError(f"unknown built-in motion '{name}': choose one of {', '.join(BUILTIN_MOTIONS)}")
     T = max(2, int(round(seconds * fps)))
-    t = np.arange(T) / fps
+    t = start + np.arange(T) / fps
     orient, pose, transl = _CLIPS[name](t)
     betas = np.zeros((1, 10)) if betas is None else betas
-    return place_world_motion(orient, pose, betas, transl, body, Y_UP_TO_CAMERA, camera, fps)
+    return place_world_motion(orient, pose, betas, transl, body, Y_UP_TO_CAMERA, camera, fps, fill=fill)

@@ -12,6 +12,8 @@ Bytes are rounded half up, as Blender writes them; Blender's dither is not repro
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .colors import linear_to_srgb
@@ -21,6 +23,54 @@ MAP_LAYERS = ("depth", "normal", "semantic_map", "mask")
 
 def _to_byte(x: torch.Tensor) -> torch.Tensor:
     return (x.clamp(0.0, 1.0) * 255.0 + 0.5).to(torch.uint8)  # truncation of a positive value = floor
+
+
+@dataclass
+class RayHits:
+    """Where the camera rays through covered pixel centres meet their visible triangles."""
+
+    corners: torch.Tensor  # (N, 3) vertex indices of each pixel's face
+    corner_index: list[torch.Tensor]  # 3 x (N,) flat indices t * V + vertex
+    barycentrics: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # 3 x (N,), perspective-correct
+    depth: torch.Tensor  # (N,) planar depth z of the hit
+
+
+def ray_hits(vertices: torch.Tensor, faces: torch.Tensor, face: torch.Tensor, t: torch.Tensor, row: torch.Tensor,
+             col: torch.Tensor, fx: float, fy: float, cx: float, cy: float) -> RayHits:
+    """Ray-triangle intersection (Moller-Trumbore) for the pixels (t, row, col) showing `face`.
+
+    The ray S(z) = z * (ray_x, ray_y, 1) leaves the camera centre through the pixel centre, so the
+    hit parameter is the planar depth z and the barycentrics are perspective-correct as in Cycles.
+    """
+    corners = faces.index_select(0, face)  # (N, 3)
+    frame_offset = t * vertices.shape[1]
+    corner_index = [corners[:, k] + frame_offset for k in range(3)]
+    planar = vertices.reshape(-1, 3).T.float()
+    p0, p1, p2 = (planar.index_select(1, i) for i in corner_index)
+    ray_x = ((col.float() + 0.5) - cx) / fx
+    ray_y = ((row.float() + 0.5) - cy) / fy
+    e1 = p1 - p0
+    e2 = p2 - p0
+    # p = ray x e2, q = s x e1 with s = -p0
+    px = ray_y * e2[2] - e2[1]
+    py = e2[0] - ray_x * e2[2]
+    pz = ray_x * e2[1] - ray_y * e2[0]
+    det = e1[0] * px + e1[1] * py + e1[2] * pz
+    det = torch.where(det.abs() < 1e-30, torch.full_like(det, 1e-30), det)
+    inv_det = 1.0 / det
+    sx, sy, sz = -p0[0], -p0[1], -p0[2]
+    qx = sy * e1[2] - sz * e1[1]
+    qy = sz * e1[0] - sx * e1[2]
+    qz = sx * e1[1] - sy * e1[0]
+    b1 = (sx * px + sy * py + sz * pz) * inv_det
+    b2 = (ray_x * qx + ray_y * qy + qz) * inv_det
+    # Pixel centres on an edge may land a hair outside the triangle: clamp, renormalise.
+    b0 = (1.0 - b1 - b2).clamp_min(0.0)
+    b1 = b1.clamp_min(0.0)
+    b2 = b2.clamp_min(0.0)
+    norm = 1.0 / (b0 + b1 + b2).clamp_min(1e-30)
+    depth = (e2[0] * qx + e2[1] * qy + e2[2] * qz) * inv_det
+    return RayHits(corners, corner_index, (b0 * norm, b1 * norm, b2 * norm), depth)
 
 
 def shade_maps(
@@ -61,39 +111,11 @@ def shade_maps(
         row = rem // width
         col = rem - row * width
 
-    corners = faces.index_select(0, face)  # (N, 3)
-    frame_offset = t * vertices.shape[1]
-    corner_index = [corners[:, k] + frame_offset for k in range(3)]  # flat index t * V + vertex
+    hit = ray_hits(vertices, faces, face, t, row, col, fx, fy, cx, cy)
+    corners, corner_index, (b0, b1, b2) = hit.corners, hit.corner_index, hit.barycentrics
 
     def gather(planar: torch.Tensor, index: list[torch.Tensor]) -> list[torch.Tensor]:
         return [planar.index_select(1, i) for i in index]  # 3 corners of (C, N)
-
-    p0, p1, p2 = gather(vertices.reshape(-1, 3).T.float(), corner_index)
-    ray_x = ((col.float() + 0.5) - cx) / fx
-    ray_y = ((row.float() + 0.5) - cy) / fy
-    # Moller-Trumbore for the ray S(z) = z * (ray_x, ray_y, 1) from the camera centre: the hit
-    # parameter is the planar depth z.
-    e1 = p1 - p0
-    e2 = p2 - p0
-    # p = ray x e2, q = s x e1 with s = -p0
-    px = ray_y * e2[2] - e2[1]
-    py = e2[0] - ray_x * e2[2]
-    pz = ray_x * e2[1] - ray_y * e2[0]
-    det = e1[0] * px + e1[1] * py + e1[2] * pz
-    det = torch.where(det.abs() < 1e-30, torch.full_like(det, 1e-30), det)
-    inv_det = 1.0 / det
-    sx, sy, sz = -p0[0], -p0[1], -p0[2]
-    qx = sy * e1[2] - sz * e1[1]
-    qy = sz * e1[0] - sx * e1[2]
-    qz = sx * e1[1] - sy * e1[0]
-    b1 = (sx * px + sy * py + sz * pz) * inv_det
-    b2 = (ray_x * qx + ray_y * qy + qz) * inv_det
-    # Pixel centres on an edge may land a hair outside the triangle: clamp, renormalise.
-    b0 = (1.0 - b1 - b2).clamp_min(0.0)
-    b1 = b1.clamp_min(0.0)
-    b2 = b2.clamp_min(0.0)
-    norm = 1.0 / (b0 + b1 + b2).clamp_min(1e-30)
-    b0, b1, b2 = b0 * norm, b1 * norm, b2 * norm
 
     def blend(v0: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
         return v0 * b0 + v1 * b1 + v2 * b2
@@ -114,7 +136,7 @@ def shade_maps(
         mask[pixel] = 255
         out["mask"] = mask.view(num_frames, height, width)
     if "depth" in layers:
-        z = (e2[0] * qx + e2[1] * qy + e2[2] * qz) * inv_det
+        z = hit.depth
         inf = torch.full((num_frames,), float("inf"), dtype=z.dtype, device=device)
         z_min = inf.scatter_reduce(0, t, z, reduce="amin", include_self=True)
         z_max = (-inf).scatter_reduce(0, t, z, reduce="amax", include_self=True)
