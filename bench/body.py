@@ -1,6 +1,6 @@
 """Body benchmark: keypoint-fitting accuracy and speed, smoothing, on CPU (and CUDA when present).
 
-    .venv/bin/python bench/body.py [--frames 60] [--sequences 6] [--first-seed 5000] [--threads 2]
+    .venv/bin/python bench/body.py [--frames 60] [--sequences 6] [--first-seed 5000] [--threads 2] [--wholebody]
 
 Sequences: `CHAMP_BODY_EVAL_DIR` (npz: keypoints_2d, joints_3d, focal_px, width, height, fps) when
 set, else synthetic ones from `champ_core.body.evaluation.make_eval_sequence` (random joint-angle
@@ -8,6 +8,12 @@ trajectories, cameras and betas; keypoint noise sigma 2 px at 512 px height, 5 %
 Prints per sequence and overall: median 2D reprojection error (px, against clean keypoints when
 known), PA-MPJPE (mm, 24 SMPL joints), fitting speed (frames per second, wall clock, and per second
 of this process's CPU time, which other jobs on a shared machine disturb less).
+
+`--wholebody` adds what DWPose's 133 points give beyond OpenPose-18 to the synthetic sequences:
+the 6 foot points and, per hand, the wrist, the middle knuckle and the 5 fingertips, projected from
+the generating body with the same noise and missing rate (their own random stream), so the
+OpenPose-18 keypoints stay exactly those of the plain run. `CHAMP_BODY_MODEL` (an SMPL-format
+model file or folder) generates, fits and compares with that body instead of the open body.
 """
 
 from __future__ import annotations
@@ -24,21 +30,63 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from champ_core.body.evaluation import load_eval_dir, make_eval_sequence, pa_mpjpe, reprojection_errors
-from champ_core.body.fitting import FitConfig, fit_keypoints
-from champ_core.body.keypoints import PoseFrames
-from champ_core.body.model import open_body_model
+from champ_core.body.fitting import HAND_POINTS, FitConfig, extra_points_from_body, fit_keypoints
+from champ_core.body.keypoints import PoseFrames, project
+from champ_core.body.model import load_body_model, open_body_model
 from champ_core.body.motions import BUILTIN_MOTIONS, builtin_motion
 from champ_core.body.smoothing import smooth_motion
+
+
+class _Recorder:
+    """The body model, remembering its last output (the generator's ground-truth vertices)."""
+
+    def __init__(self, body) -> None:
+        self._body, self.output = body, None
+
+    def __call__(self, *args, **kwargs):
+        self.output = self._body(*args, **kwargs)
+        return self.output
+
+    def __getattr__(self, name):
+        return getattr(self._body, name)
+
+
+def wholebody_sequence(seed: int, num_frames: int, body, noise_px: float = 2.0, missing: float = 0.05):
+    """`make_eval_sequence(seed)` plus `extras` (T, 20, 3): feet and hand points of the same bodies."""
+    recorder = _Recorder(body)
+    seq = make_eval_sequence(seed, num_frames=num_frames, body=recorder)
+    out = recorder.output
+    points = extra_points_from_body(out.vertices.cpu().double().numpy(), out.joints.cpu().double().numpy())
+    xy = project(points, seq.camera)
+    rng = np.random.default_rng(seed + 1_000_003)
+    conf = (rng.random(xy.shape[:2]) >= missing).astype(np.float64)
+    noisy = xy + rng.normal(0.0, noise_px, size=xy.shape)
+    conf *= (xy[..., 0] >= 0) & (xy[..., 0] < seq.camera.width) & (xy[..., 1] >= 0) & (xy[..., 1] < seq.camera.height)
+    extras = np.concatenate([noisy, conf[..., None]], -1)
+    extras[conf == 0] = 0.0
+    seq.extras = extras
+    return seq
+
+
+def pose_of(seq) -> tuple[PoseFrames, np.ndarray | None]:
+    """A sequence's keypoints as the fitter takes them: PoseFrames (+ hands) and feet."""
+    extras = getattr(seq, "extras", None)
+    if extras is None:
+        return PoseFrames(seq.keypoints_2d, seq.camera.width, seq.camera.height), None
+    hands = np.zeros((seq.keypoints_2d.shape[0], 2, 21, 3))
+    hands[:, 0, list(HAND_POINTS)] = extras[:, 6:13]
+    hands[:, 1, list(HAND_POINTS)] = extras[:, 13:20]
+    return PoseFrames(seq.keypoints_2d, seq.camera.width, seq.camera.height, hands=hands), extras[:, :6]
 
 
 def evaluate(seqs, body, device: str) -> tuple[list[float], list[float], float, int, float]:
     reps, pas, seconds, frames, cpu_seconds = [], [], 0.0, 0, 0.0
     for seq in seqs:
-        pose = PoseFrames(seq.keypoints_2d, seq.camera.width, seq.camera.height)
+        pose, feet = pose_of(seq)
         if device == "cuda":
             torch.cuda.synchronize()
         start, cpu_start = time.perf_counter(), time.process_time()
-        motion = fit_keypoints(pose, body, seq.camera, fps=seq.fps, config=FitConfig(device=device))
+        motion = fit_keypoints(pose, body, seq.camera, fps=seq.fps, config=FitConfig(device=device), feet=feet)
         if device == "cuda":
             torch.cuda.synchronize()
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
@@ -99,17 +147,26 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=5000,
                         help="seeds first..first+sequences-1 (5000: the set the fitter was tuned on; 7000: a check set)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--wholebody", action="store_true", help="add feet and hand keypoints (DWPose's 133 layout)")
+    parser.add_argument("--skip-smoothing", action="store_true", help="fitting figures only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    body = open_body_model()
+    model_file = os.environ.get("CHAMP_BODY_MODEL")
+    body = load_body_model(model_file) if model_file else open_body_model()
+    print(f"body model: {model_file or 'the open body'}; load average at start {os.getloadavg()[0]:.1f}")
     folder = os.environ.get("CHAMP_BODY_EVAL_DIR")
     if folder:
         seqs = load_eval_dir(folder)
         print(f"evaluation sequences from CHAMP_BODY_EVAL_DIR={folder}: {len(seqs)}")
     else:
-        seqs = [make_eval_sequence(args.first_seed + i, num_frames=args.frames) for i in range(args.sequences)]
+        if args.wholebody:
+            seqs = [wholebody_sequence(args.first_seed + i, args.frames, body) for i in range(args.sequences)]
+        else:
+            seqs = [make_eval_sequence(args.first_seed + i, num_frames=args.frames, body=body)
+                    for i in range(args.sequences)]
         print(f"synthetic evaluation sequences: {len(seqs)} x {args.frames} frames "
-              f"(seeds {args.first_seed}..{args.first_seed + args.sequences - 1})")
+              f"(seeds {args.first_seed}..{args.first_seed + args.sequences - 1}), keypoints: "
+              f"{'OpenPose-18 + feet + hands' if args.wholebody else 'OpenPose-18'}")
     print(f"CPU ({args.threads} torch threads allowed; the fitter itself runs single-threaded):")
     reps, pas, seconds, frames, cpu_seconds = evaluate(seqs, body, "cpu")
     print(f"CPU overall: median reproj {np.median(reps):.2f} px (worst {max(reps):.2f}), mean PA-MPJPE "
@@ -122,7 +179,8 @@ def main() -> None:
         print(f"CUDA overall speed {frames / seconds:.1f} frames/s")
     else:
         print("CUDA: not available on this machine (no GPU lent); run this script on a GPU machine for GPU figures")
-    smoothing_figures(body.to("cpu"))
+    if not args.skip_smoothing:
+        smoothing_figures(body.to("cpu"))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,25 +12,40 @@ import pytest
 from champ_core.body.evaluation import load_eval_dir, make_eval_sequence, pa_mpjpe, reprojection_errors
 from champ_core.body.fitting import FitConfig, fit_keypoints, fit_reference
 from champ_core.body.keypoints import KeypointError, PoseFrames, openpose18_from_body, project
-from champ_core.body.model import open_body_model
+from champ_core.body.model import load_body_model, open_body_model
 
 # generated sequences with seeds never used while choosing the fitter's settings or priors
 # (those were chosen on 5000-5005 and checked on 7000-7005, see docs/benchmarks.md)
 _TEST_SEEDS = (1001, 1002, 1003)
+REPO = Path(__file__).resolve().parents[1]
 
 
-def _sequences():
+def _body():
+    """CHAMP_BODY_MODEL (an SMPL-format model file or folder) when set, else the open body."""
+    path = os.environ.get("CHAMP_BODY_MODEL")
+    return load_body_model(path) if path else open_body_model()
+
+
+def _sequences(body=None):
     folder = os.environ.get("CHAMP_BODY_EVAL_DIR")
     if folder:
         return load_eval_dir(folder)[:3]
-    return [make_eval_sequence(seed, num_frames=40) for seed in _TEST_SEEDS]
+    return [make_eval_sequence(seed, num_frames=40, body=body or _body()) for seed in _TEST_SEEDS]
+
+
+def _bench_body():
+    """bench/body.py as a module (its whole-body sequence generator)."""
+    spec = importlib.util.spec_from_file_location("champ_bench_body", REPO / "bench" / "body.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(_TEST_SEEDS)))
 def test_fitting_accuracy_on_unseen_sequences(index):
-    body = open_body_model()
-    seqs = _sequences()
+    body = _body()
+    seqs = _sequences(body)
     assert len(seqs) > index, "CHAMP_BODY_EVAL_DIR must hold at least 3 npz sequences"
     for seq in seqs[index:index + 1]:
         pose = PoseFrames(seq.keypoints_2d, seq.camera.width, seq.camera.height)
@@ -45,8 +62,8 @@ def test_fitting_accuracy_on_unseen_sequences(index):
 
 
 def test_reference_fit_half_body_and_proportions():
-    body = open_body_model()
-    seq = make_eval_sequence(2024, num_frames=1, noise_px=0.0, missing=0.0)
+    body = _body()
+    seq = make_eval_sequence(2024, num_frames=1, noise_px=0.0, missing=0.0, body=body)
     kp = seq.keypoints_2d.copy()
     kp[0, [8, 9, 10, 11, 12, 13], :] = 0  # waist-up: hips and legs unknown
     ref = fit_reference(PoseFrames(kp, seq.camera.width, seq.camera.height), body, seq.camera)
@@ -58,8 +75,8 @@ def test_reference_fit_half_body_and_proportions():
 
 
 def test_frames_without_the_person_are_interpolated_and_flagged():
-    body = open_body_model()
-    seq = make_eval_sequence(77, num_frames=20)
+    body = _body()
+    seq = make_eval_sequence(77, num_frames=20, body=body)
     kp = seq.keypoints_2d.copy()
     kp[8:13] = 0.0
     present = np.ones(20, dtype=bool)
@@ -142,3 +159,56 @@ def test_reference_fit_recovers_body_proportions():
     assert fit_long > fit_short
     assert abs(fit_long - true_long) < abs(leg_to_torso(np.zeros(10)) - true_long)
     assert abs(fit_short - true_short) < abs(leg_to_torso(np.zeros(10)) - true_short)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(_TEST_SEEDS)))
+def test_wholebody_fit_uses_feet_and_hands(index):
+    """With DWPose's feet and hand points the fit follows them too (reprojection of those points),
+    and the SMPL joints stay within the accuracy bound of the body-only fit."""
+    from champ_core.body.fitting import extra_points_from_body
+
+    if os.environ.get("CHAMP_BODY_EVAL_DIR"):
+        pytest.skip("external sequences carry OpenPose-18 keypoints only")
+    body = _body()
+    bench = _bench_body()
+    seq = bench.wholebody_sequence(_TEST_SEEDS[index], 40, body)
+    pose, feet = bench.pose_of(seq)
+    assert pose.hands is not None and (feet[..., 2] > 0).mean() > 0.8
+    motion = fit_keypoints(pose, body, seq.camera, fps=seq.fps, feet=feet)
+    out = motion.pose(body)
+    extras = project(extra_points_from_body(out.vertices.double().numpy(), out.joints.double().numpy()), seq.camera)
+    seen = seq.extras[..., 2] > 0
+    err = np.linalg.norm(extras - seq.extras[..., :2], axis=-1)[seen]
+    assert np.median(err) <= 4.0, np.median(err)  # 2 px noise on the targets
+    pa = pa_mpjpe(out.joints.numpy(), seq.joints_3d) * 1000
+    assert pa <= 55.0, (seq.name, pa)
+
+
+def test_extra_keypoints_layout():
+    from champ_core.body.fitting import HAND_POINTS, NUM_EXTRA, extra_keypoints, extra_points_from_body
+
+    T = 2
+    body18 = np.zeros((T, 18, 3))
+    hands = np.zeros((T, 2, 21, 3))
+    hands[..., 0] = np.arange(21)
+    hands[..., 2] = 1.0
+    hands[1, 1, :, 2] = np.nan  # NaN confidence: missing
+    pose = PoseFrames(body18, 64, 64, hands=hands)
+    feet = np.ones((T, 6, 3))
+    extra = extra_keypoints(pose, feet)
+    assert extra.shape == (T, NUM_EXTRA, 3) and NUM_EXTRA == 20
+    assert extra[0, 6:13, 0].tolist() == list(HAND_POINTS) and extra[0, 13:20, 0].tolist() == list(HAND_POINTS)
+    assert (extra[1, 13:20] == 0).all() and (extra[:, :6, 2] == 1).all()
+    assert extra_keypoints(PoseFrames(body18, 64, 64)) is None
+    with pytest.raises(KeypointError, match="foot keypoints"):
+        extra_keypoints(pose, np.ones((T, 5, 3)))
+    body = open_body_model()
+    import torch
+
+    out = body(torch.tensor([[np.pi, 0, 0]] * T), torch.zeros(T, 23, 3), torch.zeros(1, 10), torch.tensor([[0, 0, 3.0]] * T))
+    pts = extra_points_from_body(out.vertices, out.joints)
+    assert pts.shape == (T, 20, 3)
+    assert torch.allclose(pts[:, 6], out.joints[:, 20]) and torch.allclose(pts[:, 14], out.joints[:, 23])
+    # upright T-pose facing the camera: heels behind the toes (further away), fingertips beyond the wrists
+    assert (pts[:, 2, 2] > pts[:, 0, 2]).all() and (pts[:, 8:13, 0] - pts[:, 6:7, 0]).abs().min() > 0.05

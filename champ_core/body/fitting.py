@@ -33,9 +33,22 @@ import torch
 
 from ..camera import Camera
 from .keypoints import OPENPOSE18_VERTEX_IDS, KeypointError, PoseFrames, openpose18_from_body
-from .model import BodyModel, axis_angle_to_matrix, forward_kinematics, matrix_to_axis_angle
+from .model import (
+    LANDMARK_VERTICES,
+    BodyModel,
+    axis_angle_to_matrix,
+    forward_kinematics,
+    matrix_to_axis_angle,
+)
 from .motion import Motion, interpolate_invalid
-from .priors import limb_hypotheses, natural_pose, pose_prior, pose_stiffness, range_of_motion
+from .priors import (
+    limb_hypotheses,
+    natural_pose,
+    pose_prior,
+    pose_prior_per_joint,
+    pose_stiffness,
+    range_of_motion,
+)
 
 # OpenPose-18 indices
 _NECK, _RSH, _LSH, _RHIP, _LHIP = 1, 2, 5, 8, 11
@@ -43,6 +56,59 @@ _NECK, _RSH, _LSH, _RHIP, _LHIP = 1, 2, 5, 8, 11
 # limbs chosen separately among the hypotheses: (OpenPose-18 points, body_pose joints)
 _LIMBS = (([3, 4], [16, 18, 20, 22]), ([6, 7], [15, 17, 19, 21]), ([9, 10], [1, 4, 7, 10]), ([12, 13], [0, 3, 6, 9]))
 _KP_WEIGHT = torch.tensor([0.6, 1.0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0.4, 0.4, 0.4, 0.4])
+
+# Whole-body extras (DWPose's 133 points carry them), appended after the 18 OpenPose points:
+# 18-23 feet (left big toe, left small toe, left heel, right big toe, right small toe, right heel:
+# COCO-WholeBody's / BODY_25's order), then per hand (left 24-30, right 31-37) the wrist, the middle
+# finger's knuckle (hand keypoint 9, SMPL's hand joint) and the five fingertips (hand keypoints 4, 8,
+# 12, 16, 20). SMPL has no finger joints: the tips are the surface landmarks smplx also uses.
+FOOT_LANDMARKS = ("left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel")
+FINGERTIPS = ("thumb", "index", "middle", "ring", "pinky")
+HAND_POINTS = (0, 9, 4, 8, 12, 16, 20)  # DWPose / OpenPose hand keypoint indices used, in that order
+HAND_JOINTS = ((20, 22), (21, 23))  # (wrist, hand) SMPL joints of the left and right hand
+NUM_EXTRA = len(FOOT_LANDMARKS) + 2 * len(HAND_POINTS)
+_EXTRA_WEIGHT = torch.tensor([0.6] * 6 + [0.5, 0.6, 0.3, 0.3, 0.3, 0.3, 0.3] * 2)
+_EXTRA_LIMBS = ([31, 32, 33, 34, 35, 36, 37], [24, 25, 26, 27, 28, 29, 30], [21, 22, 23], [18, 19, 20])
+
+
+def extra_landmark_ids() -> torch.Tensor:
+    """Vertex ids of the extras' surface landmarks: the 6 foot points, then 5 tips per hand (left, right)."""
+    names = [*FOOT_LANDMARKS, *(f"{side}_{tip}" for side in ("left", "right") for tip in FINGERTIPS)]
+    return torch.tensor([LANDMARK_VERTICES[n] for n in names])
+
+
+def extra_points_from_body(vertices, joints):
+    """The extras' 3D points (T, 20, 3) from posed SMPL vertices (T, V, 3) (or the 16 landmark
+    vertices (T, 16, 3)) and joints (T, 24, 3); numpy or torch."""
+    is_np = isinstance(joints, np.ndarray)
+    v, j = torch.as_tensor(vertices), torch.as_tensor(joints)
+    lm = v if v.shape[1] == 16 else v[:, extra_landmark_ids().to(v.device)]
+    cols = [lm[:, :6]]
+    for side, (wrist, hand) in enumerate(HAND_JOINTS):
+        cols += [j[:, [wrist, hand]], lm[:, 6 + 5 * side: 11 + 5 * side]]
+    out = torch.cat(cols, dim=1)
+    return out.numpy() if is_np else out
+
+
+def extra_keypoints(pose: PoseFrames, feet: np.ndarray | None = None) -> np.ndarray | None:
+    """(T, 20, 3) extras from a PoseFrames' hands and a feet array (T, 6, 3); None when neither has any point."""
+    feet = feet if feet is not None else getattr(pose, "feet", None)
+    T = pose.num_frames
+    out = np.zeros((T, NUM_EXTRA, 3))
+    if feet is not None:
+        feet = np.asarray(feet, dtype=np.float64)
+        if feet.shape != (T, 6, 3):
+            raise KeypointError(f"foot keypoints must be (T, 6, 3) with T = {T}, got {feet.shape}")
+        out[:, :6] = feet
+    if pose.hands is not None:
+        hands = np.asarray(pose.hands, dtype=np.float64)
+        if hands.shape != (T, 2, 21, 3):
+            raise KeypointError(f"hand keypoints must be (T, 2, 21, 3) with T = {T}, got {hands.shape}")
+        out[:, 6:13] = hands[:, 0, list(HAND_POINTS)]
+        out[:, 13:20] = hands[:, 1, list(HAND_POINTS)]
+    out[~np.isfinite(out).all(-1)] = 0.0
+    out[out[..., 2] <= 0] = 0.0
+    return out if (out[..., 2] > 0).any() else None
 
 
 @dataclass
@@ -58,6 +124,10 @@ class FitConfig:
     hypotheses: bool = True  # stage 2 from several initial limb poses, best per frame and limb, then refine
     refine_iterations: int = 60
     switch_cost: float = 200.0  # energy for changing hypothesis between neighbouring frames
+    wholebody: bool = True  # also fit feet and hand keypoints when the input has them (DWPose's 133)
+    limb_prior: float = 1.0  # weight of a limb's pose prior when choosing its hypothesis (0 = reprojection only)
+    foot_weight: float = 1.0  # scales the foot points' reprojection weights (`_EXTRA_WEIGHT`)
+    hand_weight: float = 0.3  # scales the hand points' reprojection weights (1.0 worsened 2 of 6 tuning sequences)
     device: str | torch.device = "cpu"
 
 
@@ -84,7 +154,7 @@ def _fill_missing(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
 
 
 class _Fitter:
-    def __init__(self, body: BodyModel, camera: Camera, config: FitConfig) -> None:
+    def __init__(self, body: BodyModel, camera: Camera, config: FitConfig, extras: bool = False) -> None:
         self.body = body
         self.cam = camera
         self.cfg = config
@@ -95,7 +165,11 @@ class _Fitter:
         j_reg, shapedirs = body.J_regressor.to(dev), body.shapedirs.to(dev)
         self.j_template = (j_reg @ body.v_template.to(dev)).to(self.dtype)
         self.j_dirs = torch.einsum("jv,vck->jck", j_reg, shapedirs).to(self.dtype)
-        ids = OPENPOSE18_VERTEX_IDS.to(body.v_template.device)
+        self.extras = extras
+        ids = OPENPOSE18_VERTEX_IDS
+        if extras:
+            ids = torch.cat([ids, extra_landmark_ids()])
+        ids = ids.to(body.v_template.device)
         self.lm_template = body.v_template[ids].to(dev)
         self.lm_dirs = body.shapedirs[ids].to(dev)
         self.lm_posedirs = body.posedirs[ids].to(dev)
@@ -104,12 +178,16 @@ class _Fitter:
         self.mean_pose = natural_pose().to(dev)
         self.stiffness = pose_stiffness().to(dev)
         self.rom = tuple(r.to(dev) for r in range_of_motion())
-        self.kp_weight = _KP_WEIGHT.to(dev)
+        scale = torch.tensor([config.foot_weight] * 6 + [config.hand_weight] * 14)
+        self.kp_weight = (torch.cat([_KP_WEIGHT, _EXTRA_WEIGHT * scale]) if extras else _KP_WEIGHT).to(dev)
+        self.limbs = [(points + list(extra) if extras else points, joints)
+                      for (points, joints), extra in zip(_LIMBS, _EXTRA_LIMBS)]
         self.pix_scale = max(camera.width, camera.height) / 512.0
 
     def keypoints_3d(self, rot_global: torch.Tensor, body_pose: torch.Tensor, betas: torch.Tensor,
                      transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """OpenPose-18 3D points (T,18,3) and SMPL joints (T,24,3) in the camera frame."""
+        """OpenPose-18 3D points (T,18,3) (then the 20 extras when fitting them) and SMPL joints (T,24,3)
+        in the camera frame."""
         T = body_pose.shape[0]
         rots = torch.cat([rot_global[:, None], axis_angle_to_matrix(body_pose)], dim=1)
         betas = betas.expand(T, -1)
@@ -121,7 +199,11 @@ class _Fitter:
         per_vertex = torch.einsum("vj,bjrc->bvrc", self.lm_weights, transforms)
         landmarks = (per_vertex[..., :3] @ v_posed[..., None])[..., 0] + per_vertex[..., 3]
         joints = posed + transl[:, None]
-        return openpose18_from_body(landmarks + transl[:, None], joints), joints
+        landmarks = landmarks + transl[:, None]
+        points = openpose18_from_body(landmarks[:, :5], joints)
+        if self.extras:
+            points = torch.cat([points, extra_points_from_body(landmarks[:, 5:], joints)], dim=1)
+        return points, joints
 
     def project(self, pts: torch.Tensor) -> torch.Tensor:
         z = pts[..., 2].clamp_min(1e-3)
@@ -139,7 +221,7 @@ class _Fitter:
             pts, _ = self.keypoints_3d(cands.to(self.dev), self.mean_pose.expand(steps, -1, -1),
                                        torch.zeros(1, self.body.num_betas, device=self.dev),
                                        torch.zeros(steps, 3, device=self.dev))
-        model = pts[..., :2].cpu().numpy().astype(np.float64)  # (K,18,2) orthographic view
+        model = pts[:, :18, :2].cpu().numpy().astype(np.float64)  # (K,18,2) orthographic view
         point_w = np.array([0.5, 1, 1, 0.2, 0.1, 1, 0.2, 0.1, 1, 0.2, 0.1, 1, 0.2, 0.1, 0.5, 0.5, 0.5, 0.5])
         cost = np.zeros((T, steps))
         for t in range(T):
@@ -169,7 +251,8 @@ class _Fitter:
         return cands[path]
 
     def initial_guess(self, kp: np.ndarray):
-        """Per-frame facing rotation and translation from the keypoints alone."""
+        """Per-frame facing rotation and translation from the keypoints alone (the 18 body points)."""
+        kp = kp[:, :18]
         T = kp.shape[0]
         conf = kp[..., 2] > 0
         rot0 = self.heading_guess(kp).to(self.dev)
@@ -177,7 +260,7 @@ class _Fitter:
         pose0 = self.mean_pose.expand(T, -1, -1)
         with torch.no_grad():
             pts, _ = self.keypoints_3d(rot0, pose0, betas0, torch.zeros(T, 3, device=self.dev))
-        pts = pts.cpu().numpy()
+        pts = pts[:, :18].cpu().numpy()
         transl = np.zeros((T, 3))
         ok_frames = conf.sum(1) >= 2
         for t in np.where(ok_frames)[0]:
@@ -198,7 +281,7 @@ class _Fitter:
 
     # ----------------------------------------------------------------------------------- energy
     def energy_terms(self, params, target, conf, stage: int, hyps: int = 1):
-        """Per-point robust reprojection (N,18), per-frame pose prior (N,), betas and temporal terms.
+        """Per-point robust reprojection (N,P), per-frame pose prior (N,), betas and temporal terms.
 
         With `hyps` > 1 the N = hyps x T frames are independent copies of the sequence (one per
         initial pose), each with its own betas; the temporal term never links two copies."""
@@ -215,8 +298,8 @@ class _Fitter:
         robust = sig2 * res / (res + sig2)
         w = conf * self.kp_weight
         if stage == 1:  # torso first: shoulders, hips, neck carry the orientation
-            w = w * torch.tensor([0.3, 1, 1, 0.3, 0.1, 1, 0.3, 0.1, 1, 0.3, 0.1, 1, 0.3, 0.1, 0.2, 0.2, 0.2, 0.2],
-                                 device=self.dev)
+            torso = [0.3, 1, 1, 0.3, 0.1, 1, 0.3, 0.1, 1, 0.3, 0.1, 1, 0.3, 0.1, 0.2, 0.2, 0.2, 0.2]
+            w = w * torch.tensor(torso + [0.1] * (w.shape[-1] - 18), device=self.dev)
         e_proj = w * robust
         e_pose = self.cfg.pose_weight * 1000.0 * pose_prior(pose, self.mean_pose, self.stiffness, self.rom)
         e_betas = self.cfg.betas_weight * 1000.0 * betas.pow(2).sum() * T
@@ -326,7 +409,7 @@ class _Fitter:
         """Per frame and per limb, the hypothesis that reprojects best (chosen jointly over time)."""
         with torch.no_grad():
             e_proj, e_pose, _, _, _, _ = self.energy_terms(tuple(params), target, conf, 2, K)
-        e_proj = e_proj.reshape(K, T, 18).cpu().numpy()
+        e_proj = e_proj.reshape(K, T, -1).cpu().numpy()
         e_pose = e_pose.reshape(K, T).cpu().numpy()
         _, delta, pose, betas, ab, logz, _ = (p.detach() for p in params)
         # the whole body (orientation, translation, torso) from the best hypothesis per frame
@@ -334,8 +417,14 @@ class _Fitter:
         frames = torch.arange(T, device=self.dev)
         pick = torch.as_tensor(whole, device=self.dev) * T + frames
         new_pose = pose[pick].clone()
-        for points, joints in _LIMBS:
-            path = torch.as_tensor(self._select(e_proj[..., points].sum(-1), self.cfg.switch_cost), device=self.dev)
+        # each limb: its points' reprojection plus its joints' prior (2D cannot tell a limb bent towards the
+        # camera from its mirror image; the range of motion can)
+        with torch.no_grad():
+            e_joint = (self.cfg.pose_weight * 1000.0 * pose_prior_per_joint(pose, self.mean_pose, self.stiffness, self.rom)
+                       ).reshape(K, T, -1).cpu().numpy()
+        for points, joints in self.limbs:
+            cost = e_proj[..., points].sum(-1) + self.cfg.limb_prior * e_joint[..., joints].sum(-1)
+            path = torch.as_tensor(self._select(cost, self.cfg.switch_cost), device=self.dev)
             new_pose[:, joints] = pose[path * T + frames][:, joints]
         counts = np.bincount(whole, minlength=K)
         best = int(counts.argmax())
@@ -345,11 +434,13 @@ class _Fitter:
 
 def fit_keypoints(pose: PoseFrames, body: BodyModel, camera: Camera | None = None, fps: float = 30.0,
                   config: FitConfig | None = None, frame_names: list[str] | None = None,
-                  progress: ProgressFn | None = None) -> Motion:
+                  progress: ProgressFn | None = None, feet: np.ndarray | None = None) -> Motion:
     """Fit one SMPL sequence (shared betas) to a tracked person's keypoints. Returns a `Motion`.
 
     `camera` defaults to HMR2's for the keypoints' canvas. A single frame works too (that is how
-    the reference image is fitted): it gives pose, distance/position and body proportions.
+    the reference image is fitted): it gives pose, distance/position and body proportions. Feet
+    (`feet` (T, 6, 3), or a `feet` attribute of `pose`) and hand keypoints (`pose.hands`) are fitted
+    too when present (`FitConfig.wholebody`); see `extra_keypoints`.
     """
     config = config or FitConfig()
     kp = np.asarray(pose.body, dtype=np.float64)
@@ -363,7 +454,11 @@ def fit_keypoints(pose: PoseFrames, body: BodyModel, camera: Camera | None = Non
     if (kp[..., 2] > 0).sum(1).max() < 3:
         raise KeypointError("every frame has fewer than 3 valid keypoints: not enough to fit a body")
     camera = camera or Camera.hmr2_default(pose.width, pose.height)
-    fitter = _Fitter(body, camera, config)
+    extra = extra_keypoints(pose, feet) if config.wholebody else None
+    fitter = _Fitter(body, camera, config, extras=extra is not None)
+    body_kp = kp
+    if extra is not None:
+        kp = np.concatenate([kp, extra], axis=1)
     threads = torch.get_num_threads()
     if torch.device(config.device).type == "cpu":
         # the fit is thousands of tiny ops: extra threads only add synchronisation (10x slower measured)
@@ -373,8 +468,8 @@ def fit_keypoints(pose: PoseFrames, body: BodyModel, camera: Camera | None = Non
     finally:
         torch.set_num_threads(threads)
     global_orient = matrix_to_axis_angle(rot)
-    present = pose.present if pose.present is not None else (kp[..., 2] > 0).any(1)
-    valid = np.asarray(present, dtype=bool) & ((kp[..., 2] > 0).sum(1) >= 3)
+    present = pose.present if pose.present is not None else (body_kp[..., 2] > 0).any(1)
+    valid = np.asarray(present, dtype=bool) & ((body_kp[..., 2] > 0).sum(1) >= 3)
     motion = Motion(global_orient.numpy(), body_pose.numpy(), betas.numpy(), transl.numpy(), camera, fps,
                     frame_names or [], valid)
     return interpolate_invalid(motion)  # frames without the person: slerp between the nearest seen ones
@@ -386,5 +481,9 @@ def fit_reference(pose: PoseFrames, body: BodyModel, camera: Camera | None = Non
     if pose.num_frames != 1:
         pose = PoseFrames(pose.body[:1], pose.width, pose.height,
                           None if pose.hands is None else pose.hands[:1], None if pose.face is None else pose.face[:1])
-    config = config or FitConfig(stage1_iterations=100, iterations=300)
+    config = config or REFERENCE_FIT_CONFIG
     return fit_keypoints(pose, body, camera, fps=30.0, config=config)
+
+
+# Defaults for the one-frame reference fit (more iterations: one frame is cheap and the shape matters).
+REFERENCE_FIT_CONFIG = FitConfig(stage1_iterations=100, iterations=300)

@@ -85,16 +85,23 @@ def pose_stiffness(dtype=torch.float32) -> torch.Tensor:
     return w
 
 
-def pose_prior(body_pose: torch.Tensor, mean: torch.Tensor, stiffness: torch.Tensor,
-               rom: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """Per-frame prior energy (T,): weighted L2 to the natural pose plus range-of-motion hinges."""
+def pose_prior_per_joint(body_pose: torch.Tensor, mean: torch.Tensor, stiffness: torch.Tensor,
+                         rom: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Prior energy per frame and body_pose joint (T, 23): weighted L2 to the natural pose plus
+    range-of-motion hinges."""
     diff = (body_pose - mean) * stiffness
-    energy = (diff**2).sum(dim=(1, 2))
+    energy = (diff**2).sum(dim=2)
     if rom is not None:
         lo, hi = rom
         outside = torch.relu(lo - body_pose) + torch.relu(body_pose - hi)
-        energy = energy + 50.0 * outside.pow(2).sum(dim=(1, 2))
+        energy = energy + 50.0 * outside.pow(2).sum(dim=2)
     return energy
+
+
+def pose_prior(body_pose: torch.Tensor, mean: torch.Tensor, stiffness: torch.Tensor,
+               rom: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Per-frame prior energy (T,): `pose_prior_per_joint` summed over the joints."""
+    return pose_prior_per_joint(body_pose, mean, stiffness, rom).sum(dim=1)
 
 
 def limb_hypotheses(mean: torch.Tensor) -> list[torch.Tensor]:
