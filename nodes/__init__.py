@@ -4,9 +4,10 @@ Every node class carries `NODE_ID` (the global, namespaced id ComfyUI registers)
 `DISPLAY_NAME`. The two mappings ComfyUI reads are built from those lists here.
 """
 
-from . import body, generation, models, render
+from . import body, evaluation, generation, models, pose, render
 
-NODE_GROUPS = {"models": models, "body": body, "render": render, "generation": generation}
+NODE_GROUPS = {"models": models, "body": body, "pose": pose, "render": render, "generation": generation,
+               "evaluation": evaluation}
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}

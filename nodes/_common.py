@@ -55,6 +55,120 @@ def register_model_folders() -> None:
             folder_paths.folder_names_and_paths[name][0].append(path)
 
 
+# --- input files: ComfyUI's input folder plus the pack's own example inputs --------------------
+# The pack ships example inputs (reference photo, motion, keypoints) in PACK/example_inputs. Loaders
+# list them after the input folder's files as "NAME [champ example]" (ComfyUI's own annotation style,
+# like "x.png [output]"), and read them from the pack folder: nothing is copied into the user's folders.
+
+PACK_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE_INPUTS_DIR = os.path.join(PACK_DIR, "example_inputs")
+EXAMPLE_TAG = " [champ example]"
+NO_INPUT_FILE = "(no file in ComfyUI's input folder)"
+
+
+def example_files(suffixes: tuple[str, ...]) -> list[str]:
+    """The pack's example inputs with one of `suffixes`, as combo entries ("NAME [champ example]")."""
+    if not os.path.isdir(EXAMPLE_INPUTS_DIR):
+        return []
+    return [name + EXAMPLE_TAG for name in sorted(os.listdir(EXAMPLE_INPUTS_DIR))
+            if name.lower().endswith(suffixes) and os.path.isfile(os.path.join(EXAMPLE_INPUTS_DIR, name))]
+
+
+def input_files(suffixes: tuple[str, ...]) -> list[str]:
+    """Files in ComfyUI's input folder (recursively, '/'-separated) with one of `suffixes`, then the
+    pack's example inputs; a placeholder when there is neither."""
+    import folder_paths
+
+    root = folder_paths.get_input_directory()
+    found = []
+    for current, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(suffixes):
+                found.append(os.path.relpath(os.path.join(current, name), root).replace(os.sep, "/"))
+    return found + example_files(suffixes) or [NO_INPUT_FILE]
+
+
+def inside(path: str, root: str) -> bool:
+    """Whether `path` (symlinks resolved) lies in `root`."""
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([path, root]) == root
+
+
+def resolve_input_file(name: str, what: str, suffixes: tuple[str, ...]) -> str:
+    """The file a loader's combo value names: in ComfyUI's input folder, or a pack example input.
+
+    Raises ChampNodeError naming the file, the folder and what to do; paths leaving the input folder
+    (absolute paths, '..') are refused."""
+    import folder_paths
+
+    input_dir = folder_paths.get_input_directory()
+    kinds = "/".join(suffixes)
+    if name.endswith(EXAMPLE_TAG):
+        stem = name[: -len(EXAMPLE_TAG)]
+        path = os.path.join(EXAMPLE_INPUTS_DIR, stem)
+        if os.path.basename(stem) != stem or not os.path.isfile(path):
+            raise ChampNodeError(f"{what} '{name}' is not one of the pack's example inputs "
+                                 f"({', '.join(example_files(suffixes)) or 'none'}); pick another file")
+        return path
+    if name == NO_INPUT_FILE:
+        raise ChampNodeError(f"no {what} in {input_dir}: put a {kinds} file there (or upload one with the "
+                             "node's upload button), then press R to refresh")
+    path = os.path.join(input_dir, name)
+    if os.path.isabs(name) or not inside(path, input_dir):
+        raise ChampNodeError(f"{what} '{name}' is outside ComfyUI's input folder {input_dir}; put the file "
+                             "into that folder and pick it by its name there")
+    if not name.lower().endswith(suffixes):
+        raise ChampNodeError(f"{what} '{name}' is not a {kinds} file; pick a {kinds} file")
+    if not os.path.isfile(path):
+        raise ChampNodeError(f"{what} '{name}' not found in {input_dir}: put the {kinds} file there (or "
+                             "upload it with the node's upload button), then press R to refresh")
+    return path
+
+
+def resolve_input_folder(name: str, what: str) -> str:
+    """A folder inside ComfyUI's input folder (relative name); absolute paths and '..' that leave
+    the input folder are refused."""
+    import folder_paths
+
+    input_dir = folder_paths.get_input_directory()
+    path = os.path.join(input_dir, name)
+    if not name.strip() or os.path.isabs(name) or not inside(path, input_dir):
+        raise ChampNodeError(f"{what} '{name}' is not inside ComfyUI's input folder {input_dir}; put the "
+                             "folder there and give its name relative to it (e.g. motion-01)")
+    if not os.path.isdir(path):
+        raise ChampNodeError(f"{what} '{name}' not found in {input_dir}: put the folder (depth/ normal/ "
+                             "semantic_map/ dwpose/ mask/ sub-folders of PNG frames) there")
+    return path
+
+
+def file_fingerprint(path: str) -> str:
+    """What IS_CHANGED returns for a file: its resolved path, size and modification time, so a file
+    replaced under the same name is read again."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return f"{path}:missing"
+    return f"{os.path.realpath(path)}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def folder_fingerprint(path: str) -> str:
+    """IS_CHANGED for a folder tree: every file's relative name, size and modification time."""
+    entries = []
+    for current, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(current, name)
+            try:
+                info = os.stat(full)
+            except OSError:
+                continue
+            entries.append(f"{os.path.relpath(full, path)}:{info.st_size}:{info.st_mtime_ns}")
+    import hashlib
+
+    return hashlib.sha256("\n".join([os.path.realpath(path), *entries]).encode()).hexdigest()
+
+
 def model_folder_paths(name: str) -> list[str]:
     """Every search path ComfyUI knows for a registered model folder name."""
     import folder_paths
@@ -104,8 +218,13 @@ def image_to_uint8(image: torch.Tensor, name: str) -> np.ndarray:
         image = image.repeat(1, 1, 1, 3)
     elif channels != 3:
         raise ChampNodeError(f"{name}: expected 3 colour channels, got {channels}")
-    array = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
-    return array
+    return _to_uint8(image)
+
+
+def _to_uint8(values: torch.Tensor) -> np.ndarray:
+    """float in [0, 1] -> uint8, rounded, in few passes (video batches are hundreds of MB as float)."""
+    scaled = values.detach().to(torch.float32).mul(255.0)  # a new tensor: the input is never modified
+    return scaled.round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
 
 
 def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
@@ -113,7 +232,7 @@ def uint8_to_image(frames: np.ndarray) -> torch.Tensor:
     frames = np.asarray(frames)
     if frames.ndim == 3:
         frames = np.repeat(frames[..., None], 3, axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(frames)).float().div(255.0)
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255.0)
 
 
 def mask_to_uint8(mask: torch.Tensor, name: str) -> np.ndarray:
@@ -121,8 +240,13 @@ def mask_to_uint8(mask: torch.Tensor, name: str) -> np.ndarray:
         raise ChampNodeError(f"{name}: expected a MASK (B, H, W), got {getattr(mask, 'shape', type(mask))}")
     if mask.ndim == 2:
         mask = mask[None]
-    return mask.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    return _to_uint8(mask)
 
 
 def uint8_to_mask(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(frames)).float().div(255.0)
+    return torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255.0)
+
+
+def guidance_arrays(guidance: dict) -> dict[str, np.ndarray]:
+    """A CHAMP_GUIDANCE's layers as uint8 arrays (converted once by Champ Guidance Layers)."""
+    return guidance.get("uint8") or {name: image_to_uint8(img, name) for name, img in guidance["layers"].items()}

@@ -7,7 +7,17 @@ import os
 
 import torch
 
-from ._common import CATEGORY, CHAMP_BODY_MODEL, CHAMP_MOTION, SMPL_FOLDER, ChampNodeError, model_folder_paths
+from ._common import (
+    CATEGORY,
+    CHAMP_BODY_MODEL,
+    CHAMP_MOTION,
+    SMPL_FOLDER,
+    ChampNodeError,
+    file_fingerprint,
+    input_files,
+    model_folder_paths,
+    resolve_input_file,
+)
 
 OPEN_BODY = "open body (built-in, no SMPL files needed)"
 SMPL_SUFFIXES = (".pkl", ".npz")
@@ -22,27 +32,23 @@ def _smpl_files() -> list[str]:
     return [OPEN_BODY, *sorted(files)]
 
 
-def _input_files(suffixes) -> list[str]:
+def _smpl_path(model: str) -> str:
     import folder_paths
 
-    root = folder_paths.get_input_directory()
-    found = []
-    for current, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            if name.lower().endswith(suffixes):
-                found.append(os.path.relpath(os.path.join(current, name), root).replace(os.sep, "/"))
-    return found or ["(no file in ComfyUI's input folder)"]
-
-
-def _input_path(name: str, what: str, suffixes) -> str:
-    import folder_paths
-
-    path = os.path.join(folder_paths.get_input_directory(), name)
-    if not os.path.isfile(path) or not name.lower().endswith(suffixes):
-        raise ChampNodeError(f"{what} '{name}' not found: put a {'/'.join(suffixes)} file into "
-                             f"{folder_paths.get_input_directory()}")
+    path = folder_paths.get_full_path(SMPL_FOLDER, model) if model.lower().endswith(SMPL_SUFFIXES) else None
+    if path is None:
+        raise ChampNodeError(f"SMPL file '{model}' not found in {' or '.join(model_folder_paths(SMPL_FOLDER))}: put "
+                             "SMPL_NEUTRAL.pkl (smpl.is.tue.mpg.de) there and press R, or pick the built-in open body")
     return path
+
+
+def _validation_message(check) -> bool | str:
+    """VALIDATE_INPUTS' answer: True, or the ChampNodeError's message (shown by ComfyUI before running)."""
+    try:
+        check()
+    except ChampNodeError as err:
+        return str(err)
+    return True
 
 
 def _wrap_errors(what: str):
@@ -77,18 +83,26 @@ class ChampLoadBodyModel:
         return {"required": {"model": (_smpl_files(), {"tooltip": "SMPL file in models/smpl, or the built-in "
                                                                   "open body."})}}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, model):
+        return True if model == OPEN_BODY else _validation_message(lambda: _smpl_path(model))
+
+    @classmethod
+    def IS_CHANGED(cls, model):
+        if model == OPEN_BODY:
+            return OPEN_BODY
+        try:
+            return file_fingerprint(_smpl_path(model))
+        except ChampNodeError:
+            return model
+
     def load(self, model):
         from ..champ_core.body import model as model_module
 
         with _wrap_errors("Champ Load Body Model"):
             if model == OPEN_BODY:
                 return (model_module.open_body_model(),)
-            import folder_paths
-
-            path = folder_paths.get_full_path(SMPL_FOLDER, model)
-            if path is None:
-                raise ChampNodeError(f"SMPL file '{model}' not found in {', '.join(model_folder_paths(SMPL_FOLDER))}")
-            return (model_module.load_body_model(path),)
+            return (model_module.load_body_model(_smpl_path(model)),)
 
 
 class ChampLoadMotion:
@@ -109,7 +123,9 @@ class ChampLoadMotion:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "motion_file": (_input_files(MOTION_SUFFIXES), {"tooltip": "A .npz motion in ComfyUI's input folder."}),
+                "motion_file": (input_files(MOTION_SUFFIXES),
+                                {"tooltip": "A .npz motion in ComfyUI's input folder (upload one with the button "
+                                            "below), or one of the pack's examples."}),
                 "start_frame": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip": "First frame to use."}),
                 "frame_count": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
                                         "tooltip": "Number of frames (0 = to the end)."}),
@@ -122,11 +138,22 @@ class ChampLoadMotion:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, motion_file):
+        return _validation_message(lambda: resolve_input_file(motion_file, "motion file", MOTION_SUFFIXES))
+
+    @classmethod
+    def IS_CHANGED(cls, motion_file, **_):
+        try:
+            return file_fingerprint(resolve_input_file(motion_file, "motion file", MOTION_SUFFIXES))
+        except ChampNodeError:
+            return motion_file
+
     def load(self, motion_file, start_frame, frame_count, fps, body_model=None):
         from ..champ_core.body.model import open_body_model
         from ..champ_core.body.sources import builtin_or_file
 
-        path = _input_path(motion_file, "motion file", MOTION_SUFFIXES)
+        path = resolve_input_file(motion_file, "motion file", MOTION_SUFFIXES)
         with _wrap_errors("Champ Load Motion"):
             motion = builtin_or_file(path, body_model if body_model is not None else open_body_model(), fps=fps)
             if start_frame >= motion.num_frames:
@@ -152,11 +179,24 @@ class ChampLoadKeypoints:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"keypoint_file": (_input_files(KEYPOINT_SUFFIXES),
-                                               {"tooltip": "POSE_KEYPOINT JSON in ComfyUI's input folder."})}}
+        return {"required": {"keypoint_file": (input_files(KEYPOINT_SUFFIXES),
+                                               {"tooltip": "POSE_KEYPOINT JSON in ComfyUI's input folder (upload "
+                                                           "one with the button below), or one of the pack's "
+                                                           "examples."})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, keypoint_file):
+        return _validation_message(lambda: resolve_input_file(keypoint_file, "keypoint file", KEYPOINT_SUFFIXES))
+
+    @classmethod
+    def IS_CHANGED(cls, keypoint_file):
+        try:
+            return file_fingerprint(resolve_input_file(keypoint_file, "keypoint file", KEYPOINT_SUFFIXES))
+        except ChampNodeError:
+            return keypoint_file
 
     def load(self, keypoint_file):
-        path = _input_path(keypoint_file, "keypoint file", KEYPOINT_SUFFIXES)
+        path = resolve_input_file(keypoint_file, "keypoint file", KEYPOINT_SUFFIXES)
         try:
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
@@ -180,10 +220,19 @@ def _optimisable(body):
     return model.body_model_from_arrays(body.to_arrays(), num_betas=body.num_betas, name=getattr(body, "name", "smpl"))
 
 
-def _fit_config(iterations: int):
+def _fit_config(iterations: int, base=None):
+    """The library's fitting defaults (`base`, default FitConfig()) with the node's iteration count."""
+    import dataclasses
+
     from ..champ_core.body import fitting
 
-    return fitting.FitConfig(stage1_iterations=max(1, iterations // 3), iterations=iterations)
+    return dataclasses.replace(base or fitting.FitConfig(), iterations=int(iterations))
+
+
+def _default_iterations(reference: bool) -> int:
+    from ..champ_core.body import fitting
+
+    return (fitting.REFERENCE_FIT_CONFIG if reference else fitting.FitConfig()).iterations
 
 
 class ChampFitMotion:
@@ -207,7 +256,7 @@ class ChampFitMotion:
                 "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "Keypoints per frame (DWPose / OpenPose JSON)."}),
                 "body_model": (CHAMP_BODY_MODEL, {"tooltip": "From Champ Load Body Model."}),
                 "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 240.0, "tooltip": "Frame rate of the video."}),
-                "iterations": ("INT", {"default": 120, "min": 1, "max": 5000,
+                "iterations": ("INT", {"default": _default_iterations(False), "min": 1, "max": 5000,
                                        "tooltip": "Optimiser iterations (more = closer fit, slower)."}),
                 "person": ("INT", {"default": -1, "min": -1, "max": 100,
                                    "tooltip": "Which person: -1 = the largest in the first frame, else an index."}),
@@ -245,7 +294,8 @@ class ChampFitReference:
             "required": {
                 "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "Keypoints of the reference image (first frame used)."}),
                 "body_model": (CHAMP_BODY_MODEL, {"tooltip": "From Champ Load Body Model."}),
-                "iterations": ("INT", {"default": 300, "min": 1, "max": 5000, "tooltip": "Optimiser iterations."}),
+                "iterations": ("INT", {"default": _default_iterations(True), "min": 1, "max": 5000,
+                                       "tooltip": "Optimiser iterations."}),
             }
         }
 
@@ -254,7 +304,8 @@ class ChampFitReference:
 
         with _wrap_errors("Champ Fit Reference"), torch.inference_mode(False), torch.enable_grad():
             pose = keypoints.parse_pose_keypoint(pose_keypoint)
-            motion = fitting.fit_reference(pose, _optimisable(body_model), config=_fit_config(iterations))
+            motion = fitting.fit_reference(pose, _optimisable(body_model),
+                                           config=_fit_config(iterations, fitting.REFERENCE_FIT_CONFIG))
         return (motion,)
 
 

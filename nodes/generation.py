@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from ..champ_core.guidance import GUIDANCE_TYPES as GUIDANCE_LAYERS
+from ..champ_core.guidance import IMAGE_SUFFIXES
+from ..champ_core.pipeline.inputs import FITS
+from ..champ_core.pipeline.scheduler import BETA_SCHEDULES, SOLVERS
+from ..champ_core.pipeline.windows import FUSIONS, MOTION_MODULE_POSITIONS, SCHEDULES, WindowOptions
 from ._common import (
     CATEGORY,
     CHAMP_CONTEXT_OPTIONS,
@@ -13,13 +18,14 @@ from ._common import (
     CHAMP_REFERENCE,
     CHAMP_VAE,
     ChampNodeError,
+    file_fingerprint,
+    guidance_arrays,
     image_to_uint8,
-    log,
+    input_files,
     mask_to_uint8,
+    resolve_input_file,
     uint8_to_image,
 )
-
-GUIDANCE_LAYERS = ("depth", "normal", "semantic_map", "dwpose")  # = champ_core.guidance.GUIDANCE_TYPES
 
 
 class ChampGuidanceLayers:
@@ -31,14 +37,16 @@ class ChampGuidanceLayers:
         "and DWPose skeleton, each an IMAGE batch (one frame per output frame), with a strength that "
         "multiplies that layer's guidance-encoder features (0 switches the layer off). Maps can come from "
         "Champ Render Guidance or from other packs. An optional mask blacks out the semantic map's "
-        "background, as Champ was trained. Shows a per-layer preview at a chosen frame in the node."
+        "background (pixels where the mask is 0), as Champ was trained. Shows a per-layer preview at a "
+        "chosen frame in the node when the graph runs."
     )
     RETURN_TYPES = (CHAMP_GUIDANCE,)
     RETURN_NAMES = ("guidance",)
     OUTPUT_TOOLTIPS = ("The guidance layers and their strengths, for Champ Sampler.",)
     FUNCTION = "collect"
-    # An output node, so a graph that only previews guidance (no sampler yet) still runs it.
-    OUTPUT_NODE = True
+    # Not an output node: in a graph whose sampler cannot run (e.g. weights missing) the guidance part
+    # must not run on its own and report a finished job. Guidance-only graphs end in a preview node
+    # (Champ Overlay Preview or Champ Guidance Frame -> Preview Image).
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -48,7 +56,8 @@ class ChampGuidanceLayers:
             optional[name] = ("IMAGE", {"tooltip": f"{name} maps, one frame per output frame (IMAGE batch)."})
         optional["mask"] = (
             "MASK",
-            {"tooltip": "Person mask per frame; multiplies the semantic map (black background)."},
+            {"tooltip": "Person mask per frame; the semantic map is blacked out where the mask is 0 "
+                        "(Champ's training convention)."},
         )
         required = {
             f"{name}_strength": ("FLOAT", {**strength, "tooltip": f"Multiplier on the {name} encoder's features."})
@@ -62,9 +71,7 @@ class ChampGuidanceLayers:
         guidance = build_guidance(layers, strengths, mask)
         from ._preview import write_layer_previews
 
-        previews = write_layer_previews(
-            {name: image_to_uint8(img, name) for name, img in guidance["layers"].items()}, guidance["strengths"]
-        )
+        previews = write_layer_previews(guidance["uint8"], guidance["strengths"])
         return {"ui": {"champ_layers": previews}, "result": (guidance,)}
 
 
@@ -72,7 +79,8 @@ def build_guidance(layers: dict[str, torch.Tensor], strengths: dict[str, float],
     """Check the layers agree in frame count and size; returns the CHAMP_GUIDANCE dict.
 
     CHAMP_GUIDANCE = {"layers": {name: IMAGE (T, H, W, 3)}, "strengths": {name: float},
-    "frames": T, "width": W, "height": H}; only connected layers are present.
+    "frames": T, "width": W, "height": H, "uint8": {name: uint8 (T, H, W, 3) array}}; only connected
+    layers are present ("uint8" holds the same frames, converted once for the nodes that read them).
     """
     if not layers:
         raise ChampNodeError(
@@ -80,8 +88,9 @@ def build_guidance(layers: dict[str, torch.Tensor], strengths: dict[str, float],
         )
     shapes = {}
     clean = {}
+    arrays = {}
     for name, image in layers.items():
-        array = image_to_uint8(image, name)  # validates, applies the alpha/gray fallbacks
+        arrays[name] = array = image_to_uint8(image, name)  # validates, applies the alpha/gray fallbacks
         clean[name] = image if image.shape[-1] == 3 else uint8_to_image(array)
         shapes[name] = tuple(array.shape[:3])
     if len(set(shapes.values())) > 1:
@@ -98,13 +107,20 @@ def build_guidance(layers: dict[str, torch.Tensor], strengths: dict[str, float],
                 f"Champ Guidance Layers: mask is {mask_u8.shape[0]} frames of {mask_u8.shape[2]}x{mask_u8.shape[1]}, "
                 f"the layers are {frames} frames of {width}x{height}"
             )
-        clean["semantic_map"] = clean["semantic_map"] * torch.from_numpy(mask_u8).float().div(255)[..., None]
+        # The library's masking (a threshold: the map is kept where the mask is > 0, as the reference does).
+        from ..champ_core.pipeline.inputs import ArrayGuidance
+
+        masked = ArrayGuidance({"semantic_map": arrays["semantic_map"]},
+                               mask=mask_u8).read(range(frames), width, height, "squash")["semantic_map"]
+        arrays["semantic_map"] = masked
+        clean["semantic_map"] = uint8_to_image(masked)
     return {
         "layers": clean,
         "strengths": {name: float(strengths.get(name, 1.0)) for name in clean},
         "frames": int(frames),
         "width": int(width),
         "height": int(height),
+        "uint8": arrays,
     }
 
 
@@ -146,7 +162,64 @@ class ChampGuidanceFrame:
         return (torch.cat(tiles, dim=1)[None],)
 
 
-FITS = ("squash", "crop", "pad")
+class ChampLoadImage:
+    NODE_ID = "ChampLoadImage"
+    DISPLAY_NAME = "Champ Load Image"
+    CATEGORY = f"{CATEGORY}/generation"
+    DESCRIPTION = (
+        "Loads a reference image from ComfyUI's input folder (upload one with the button) or one of the pack's "
+        "example inputs (a public-domain portrait). Transparent images are put on white, 16-bit grayscale keeps "
+        "its range. Core Load Image works just as well for your own photos."
+    )
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("image",)
+    OUTPUT_TOOLTIPS = ("The image (one frame).",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": (input_files(IMAGE_SUFFIXES),
+                                       {"tooltip": "An image in ComfyUI's input folder, or a pack example."})}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, image):
+        try:
+            resolve_input_file(image, "image", IMAGE_SUFFIXES)
+        except ChampNodeError as err:
+            return str(err)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, image):
+        try:
+            return file_fingerprint(resolve_input_file(image, "image", IMAGE_SUFFIXES))
+        except ChampNodeError:
+            return image
+
+    def load(self, image):
+        from ..champ_core.pipeline.inputs import InputError, to_rgb_uint8
+
+        path = resolve_input_file(image, "image", IMAGE_SUFFIXES)
+        try:
+            pixels = to_rgb_uint8(path)
+        except InputError as err:
+            raise ChampNodeError(f"Champ Load Image: {err}") from err
+        return {"ui": {"images": [_temp_preview(pixels)]}, "result": (uint8_to_image(pixels[None]),)}
+
+
+def _temp_preview(pixels) -> dict:
+    """The image as a PNG in ComfyUI's temp folder, for the node's preview (what Preview Image does)."""
+    import os
+    import uuid
+
+    import folder_paths
+    from PIL import Image
+
+    folder = os.path.join(folder_paths.get_temp_directory(), "champ_preview")
+    os.makedirs(folder, exist_ok=True)
+    name = f"champ_image_{uuid.uuid4().hex[:12]}.png"
+    Image.fromarray(pixels).save(os.path.join(folder, name), compress_level=1)
+    return {"filename": name, "subfolder": "champ_preview", "type": "temp"}
 
 
 class ChampEncodeReference:
@@ -181,12 +254,11 @@ class ChampEncodeReference:
         }
 
     def encode(self, image, image_encoder, vae, width, height, fit):
-        from ..champ_core.pipeline.sampling import ChampPipeline
+        from ..champ_core.pipeline.sampling import encode_reference
 
         reference = image_to_uint8(image, "image")[0]
-        pipeline = ChampPipeline(None, vae.load(), image_encoder.load())
         try:
-            encoding = pipeline.encode_reference(reference, width, height, fit)
+            encoding = encode_reference(vae.load(), image_encoder.load(), reference, width, height, fit)
         except ValueError as err:
             raise ChampNodeError(f"Champ Encode Reference: {err}") from err
         return ({"encoding": encoding, "width": int(width), "height": int(height), "fit": fit, "image": reference},)
@@ -208,35 +280,33 @@ class ChampContextOptions:
 
     @classmethod
     def INPUT_TYPES(cls):
+        default = WindowOptions()
         return {
             "required": {
-                "length": ("INT", {"default": 24, "min": 1, "max": 32, "tooltip": "Frames per window (<= 32)."}),
-                "overlap": ("INT", {"default": 4, "min": 0, "max": 31, "tooltip": "Frames shared by neighbouring "
-                                                                                 "windows (< length)."}),
-                "stride": ("INT", {"default": 1, "min": 1, "max": 8, "tooltip": "1 = contiguous windows; more "
-                                                                               "adds dilated windows."}),
-                "schedule": (("loop", "open"), {"default": "loop", "tooltip": "loop: the last window wraps to the "
-                                                                              "first frames (Champ); open: no wrap."}),
-                "fusion": (("flat", "pyramid"), {"default": "flat", "tooltip": "How overlapping predictions are "
-                                                                                "averaged."}),
-                "shift_per_step": ("BOOLEAN", {"default": False, "tooltip": "Move the window grid at every step "
-                                                                              "so seams do not stay put."}),
+                "length": ("INT", {"default": default.length, "min": 1, "max": MOTION_MODULE_POSITIONS,
+                                   "tooltip": f"Frames per window (<= {MOTION_MODULE_POSITIONS})."}),
+                "overlap": ("INT", {"default": default.overlap, "min": 0, "max": MOTION_MODULE_POSITIONS - 1,
+                                    "tooltip": "Frames shared by neighbouring windows (< length)."}),
+                "stride": ("INT", {"default": default.stride, "min": 1, "max": 8,
+                                   "tooltip": "1 = contiguous windows; more adds dilated windows."}),
+                "schedule": (SCHEDULES, {"default": default.schedule,
+                                         "tooltip": "loop: the last window wraps to the first frames (Champ); "
+                                                    "open: no wrap."}),
+                "fusion": (FUSIONS, {"default": default.fusion, "tooltip": "How overlapping predictions are "
+                                                                           "averaged."}),
+                "shift_per_step": ("BOOLEAN", {"default": default.shift_per_step,
+                                               "tooltip": "Move the window grid at every step so seams do not "
+                                                          "stay put."}),
             }
         }
 
     def make(self, length, overlap, stride, schedule, fusion, shift_per_step):
-        from ..champ_core.pipeline.windows import WindowOptions
-
         options = WindowOptions(length, overlap, stride, schedule, fusion, bool(shift_per_step))
         try:
             options.validate()
         except ValueError as err:
             raise ChampNodeError(f"Champ Context Options: {err}") from err
         return (options,)
-
-
-def _solvers():
-    return ("ddim", "euler", "euler_ancestral", "dpmpp_2m", "unipc")
 
 
 class ChampSampler:
@@ -265,10 +335,10 @@ class ChampSampler:
                 "steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "Denoising steps."}),
                 "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1,
                                   "tooltip": "Classifier-free guidance scale (Champ: 3.5; <= 1 turns it off)."}),
-                "solver": (_solvers(), {"default": "ddim", "tooltip": "Sampler; ddim is Champ's."}),
-                "beta_schedule": (("linear", "scaled_linear"), {"default": "linear",
-                                                                 "tooltip": "Noise schedule; linear is Champ's "
-                                                                            "inference setting."}),
+                "solver": (tuple(SOLVERS), {"default": "ddim", "tooltip": "Sampler; ddim is Champ's."}),
+                "beta_schedule": (BETA_SCHEDULES, {"default": "linear",
+                                                   "tooltip": "Noise schedule; linear is Champ's inference "
+                                                              "setting."}),
             },
             "optional": {
                 "context_options": (CHAMP_CONTEXT_OPTIONS, {"tooltip": "Temporal windows (default: Champ's "
@@ -281,30 +351,16 @@ class ChampSampler:
         import comfy.utils
 
         from ..champ_core.pipeline.inputs import ArrayGuidance
-        from ..champ_core.pipeline.sampling import ChampPipeline, SamplingOptions
-        from ..champ_core.pipeline.windows import WindowOptions
+        from ..champ_core.pipeline.sampling import ChampDenoiser, SamplingOptions, unscaled_latents
 
-        models = champ_model.load()
-        pipeline = ChampPipeline(models, None, None)
+        denoiser = ChampDenoiser(champ_model.load())
         width, height = reference["width"], reference["height"]
-        layers = {name: image_to_uint8(img, name) for name, img in guidance["layers"].items()}
-        missing = [name for name in layers if name not in models.guidance_encoders]
-        usable = [name for name in layers if name in models.guidance_encoders]
-        if not usable:
-            raise ChampNodeError(
-                f"Champ Sampler: the guidance has only {', '.join(missing)}, but the loaded weights have encoders "
-                f"for {', '.join(models.guidance_encoders) or 'none'}"
-            )
-        if missing:
-            log.warning("Champ Sampler: no guidance encoder for %s in the loaded weights; those layers are ignored",
-                        ", ".join(missing))
-        # A layer at strength 0 adds exactly nothing: skip encoding it (unless every layer is at 0).
-        active = [name for name in usable if guidance["strengths"][name] != 0] or usable
-        strengths = {name: guidance["strengths"][name] for name in active}
+        layers = guidance_arrays(guidance)
+        # Which layers are encoded (an encoder in the weights, strength not 0) is the library's choice.
         options = SamplingOptions(steps=int(steps), guidance_scale=float(cfg), seed=int(seed), solver=solver,
                                   beta_schedule=beta_schedule, windows=context_options or WindowOptions(),
-                                  guidance_strengths=strengths)
-        source = ArrayGuidance({name: layers[name] for name in active})
+                                  guidance_strengths=dict(guidance["strengths"]))
+        source = ArrayGuidance(layers)
         bar = comfy.utils.ProgressBar(1)
 
         def progress(event):
@@ -314,12 +370,12 @@ class ChampSampler:
                 bar.update_absolute(event.done, event.total)
 
         try:
-            latents = pipeline.denoise(reference["encoding"], source, width, height, options,
+            latents = denoiser.denoise(reference["encoding"], source, width, height, options,
                                        fit=reference["fit"], progress=progress)
         except ValueError as err:
             raise ChampNodeError(f"Champ Sampler: {err}") from err
         # Unscaled latents, one per frame: ComfyUI's LATENT convention for SD1.5 (VAE Decode divides nothing).
-        samples = (latents[0].permute(1, 0, 2, 3).float() / 0.18215).to(mm.intermediate_device())
+        samples = unscaled_latents(latents, reference["encoding"].scaling_factor).to(mm.intermediate_device())
         return ({"samples": samples},)
 
 
@@ -351,19 +407,27 @@ class ChampDecode:
         import comfy.model_management as mm
         import comfy.utils
 
+        from ..champ_core.pipeline.sampling import decode_latents, scaled_latents
+
         codec = vae.load()
         samples = latent["samples"]
         if samples.ndim != 4 or samples.shape[1] != 4:
             raise ChampNodeError(f"Champ Decode: expected SD latents (frames, 4, h, w), got {tuple(samples.shape)}")
         bar = comfy.utils.ProgressBar(samples.shape[0])
-        chunks = []
-        for start in range(0, samples.shape[0], frames_per_chunk):
+
+        def progress(event):
             mm.throw_exception_if_processing_interrupted()
-            images = codec.decode(samples[start:start + frames_per_chunk])
-            chunks.append(images.permute(0, 2, 3, 1).float().cpu())
-            bar.update_absolute(start + images.shape[0])
+            bar.update_absolute(event.done, event.total)
+
+        # The library's decode loop, on scaled latents (1, 4, F, h, w) as the sampler hands them over.
+        mm.throw_exception_if_processing_interrupted()
+        try:
+            chunks = [images for _, images in decode_latents(codec, scaled_latents(samples, codec.scaling_factor),
+                                                             frames_per_chunk, progress=progress)]
+        except ValueError as err:
+            raise ChampNodeError(f"Champ Decode: {err}") from err
         return (torch.cat(chunks),)
 
 
-NODES = [ChampGuidanceLayers, ChampGuidanceFrame, ChampEncodeReference, ChampContextOptions, ChampSampler,
+NODES = [ChampGuidanceLayers, ChampGuidanceFrame, ChampLoadImage, ChampEncodeReference, ChampContextOptions, ChampSampler,
          ChampDecode]

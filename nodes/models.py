@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from ..champ_core.pipeline.codecs import SD_VAE_SCALING_FACTOR
 from ._common import (
     CATEGORY,
     CHAMP_FOLDER,
@@ -13,6 +14,7 @@ from ._common import (
     CHAMP_MODEL,
     CHAMP_VAE,
     ChampNodeError,
+    folder_fingerprint,
     model_folder_paths,
 )
 
@@ -55,17 +57,71 @@ def _has_files(folder: str, names) -> bool:
     )
 
 
-def _resolve_folder(choice: str, what: str, expected: str) -> str:
+CHAMP_FILES_TEXT = ("denoising_unet.pth, reference_unet.pth, motion_module.pth and guidance_encoder_<type>.pth "
+                    "(depth, normal, semantic_map, dwpose)")
+
+
+def _missing_champ_files(folder: str) -> list[str]:
+    """The released Champ files a weights folder lacks (.safetensors conversions count as present)."""
+    from ..champ_core.guidance import GUIDANCE_TYPES
+    from ..champ_core.models.loading import find_weight_file
+
+    missing = [f"{stem}.pth" for stem in ("denoising_unet", "reference_unet", "motion_module")
+               if find_weight_file(folder, stem) is None]
+    encoders = [f"guidance_encoder_{t}.pth" for t in GUIDANCE_TYPES]
+    if all(find_weight_file(folder, name[:-4]) is None for name in encoders):
+        missing += encoders
+    if "motion_module.pth" in missing and any(
+            p.suffix == ".safetensors" for p in filter(None, [find_weight_file(folder, "denoising_unet")])):
+        missing.remove("motion_module.pth")  # converted files hold the motion modules
+    return missing
+
+
+def _check_champ_weights(choice: str) -> str:
+    """The weights folder for a combo value, or ChampNodeError naming the missing files and the folder."""
+    roots = model_folder_paths(CHAMP_FOLDER)
+    wanted = os.path.join(roots[0], "champ" if choice == MISSING else choice)
+    if choice != MISSING:
+        for root in roots:
+            folder = os.path.normpath(os.path.join(root, choice))
+            if os.path.isdir(folder):
+                missing = _missing_champ_files(folder)
+                if not missing:
+                    return folder
+                raise ChampNodeError(
+                    f"Champ weights incomplete: {', '.join(missing)} missing in {folder}; put the released Champ "
+                    "files there (the champ/ folder of the Hugging Face repository fudan-generative-ai/champ), "
+                    "then press R to refresh")
+    raise ChampNodeError(
+        f"Champ weights missing: put {CHAMP_FILES_TEXT} into {os.path.normpath(wanted)} (the champ/ folder of the "
+        f"Hugging Face repository fudan-generative-ai/champ; searched {' and '.join(roots)}), then press R to "
+        "refresh")
+
+
+def _check_component(choice: str, what: str, names, expected: str) -> str:
     roots = model_folder_paths(CHAMP_FOLDER)
     if choice != MISSING:
         for root in roots:
-            path = os.path.normpath(os.path.join(root, choice))
-            if os.path.isdir(path):
-                return path
-    raise ChampNodeError(
-        f"{what} not found: put {expected} into a folder under {' or '.join(roots)} "
-        "(the layout of the released Champ files), then press Refresh (R) in ComfyUI"
-    )
+            folder = os.path.normpath(os.path.join(root, choice))
+            if os.path.isdir(folder):
+                if _has_files(folder, names):
+                    return folder
+                raise ChampNodeError(f"{what} incomplete in {folder}: put {expected} there, then press R to refresh")
+    raise ChampNodeError(f"{what} missing: put {expected} into a folder under {' or '.join(roots)} (e.g. "
+                         f"{os.path.join(roots[0], choice if choice != MISSING else '<folder>')}), then press R to "
+                         "refresh")
+
+
+CLIP_EXPECTED = "image_encoder/ (config.json + model.safetensors or pytorch_model.bin)"
+VAE_EXPECTED = "sd-vae-ft-mse/ (config.json + diffusion_pytorch_model.safetensors)"
+
+
+def _validation(check) -> bool | str:
+    try:
+        check()
+    except ChampNodeError as err:
+        return str(err)
+    return True
 
 
 def _torch_dtype(choice: str, device) -> torch.dtype:
@@ -137,13 +193,24 @@ class ChampModelLoader:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, weights):
+        # Runs before anything executes: the first message names the missing files and the folder.
+        return _validation(lambda: _check_champ_weights(weights))
+
+    @classmethod
+    def IS_CHANGED(cls, weights, **_):
+        try:
+            return folder_fingerprint(_check_champ_weights(weights))
+        except ChampNodeError:
+            return weights
+
     def load(self, weights, dtype):
         import comfy.model_management as mm
 
         from ..champ_core.models import load_champ_models
 
-        folder = _resolve_folder(weights, "Champ weights", "denoising_unet.pth, reference_unet.pth, "
-                                 "motion_module.pth and guidance_encoder_<type>.pth")
+        folder = _check_champ_weights(weights)
         torch_dtype = _torch_dtype(dtype, mm.get_torch_device())
         try:
             models = load_champ_models(folder, dtype=torch_dtype, device=mm.unet_offload_device())
@@ -185,14 +252,22 @@ class ChampImageEncoderVAELoader:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, image_encoder, vae):
+        def check():
+            _check_component(image_encoder, "CLIP image encoder", CLIP_FILES, CLIP_EXPECTED)
+            _check_component(vae, "VAE", VAE_FILES, VAE_EXPECTED)
+
+        return _validation(check)
+
     def load(self, image_encoder, vae, dtype):
         import comfy.model_management as mm
 
         from ..champ_core.models import load_image_encoder, load_vae
         from ..champ_core.pipeline.codecs import DiffusersVAE, TransformersCLIP
 
-        clip_folder = _resolve_folder(image_encoder, "CLIP image encoder", "image_encoder/ (config.json + model.safetensors)")
-        vae_folder = _resolve_folder(vae, "VAE", "sd-vae-ft-mse/ (config.json + diffusion_pytorch_model.safetensors)")
+        clip_folder = _check_component(image_encoder, "CLIP image encoder", CLIP_FILES, CLIP_EXPECTED)
+        vae_folder = _check_component(vae, "VAE", VAE_FILES, VAE_EXPECTED)
         if image_encoder == vae:
             raise ChampNodeError("Champ Image Encoder & VAE Loader: the image encoder and the VAE must be different folders")
         torch_dtype = _torch_dtype(dtype, mm.get_torch_device())
@@ -220,7 +295,7 @@ class ComfyCLIPVisionEmbedder:
 class ComfyVAECodec:
     """champ_core LatentCodec over ComfyUI's VAE (latent mean; unscaled latents as in LATENT)."""
 
-    scaling_factor = 0.18215
+    scaling_factor = SD_VAE_SCALING_FACTOR
 
     def __init__(self, vae):
         channels = getattr(vae, "latent_channels", 4)

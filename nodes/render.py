@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from ..champ_core.guidance import GUIDANCE_TYPES as LAYERS
+from ..champ_core.render.backends import BACKENDS
 from ._common import (
     CATEGORY,
     CHAMP_BODY_MODEL,
@@ -13,14 +13,14 @@ from ._common import (
     CHAMP_MOTION,
     ChampNodeError,
     comfy_progress,
+    folder_fingerprint,
+    guidance_arrays,
     image_to_uint8,
     log,
+    resolve_input_folder,
     uint8_to_image,
     uint8_to_mask,
 )
-
-BACKENDS = ("auto", "torch", "pyrender")
-LAYERS = ("depth", "normal", "semantic_map", "dwpose")
 
 
 class ChampRenderGuidance:
@@ -103,59 +103,63 @@ class ChampLoadGuidanceFolder:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "folder": ("STRING", {"default": "motion-01", "tooltip": "Folder inside ComfyUI's input folder "
-                                                                        "(or an absolute path)."}),
+                "folder": ("STRING", {"default": "motion-01", "tooltip": "Folder inside ComfyUI's input folder, "
+                                                                        "by its name there (e.g. motion-01)."}),
                 "start_frame": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip": "First frame."}),
                 "frame_count": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip": "0 = all frames."}),
             }
         }
 
-    def load(self, folder, start_frame, frame_count):
-        import folder_paths
-        from PIL import Image
-
-        from ..champ_core.guidance import (
-            LAYER_NAMES,
-            MASK,
-            GuidanceFolderError,
-            check_frame_lists,
-            layer_frame_names,
-        )
-
-        root = folder if os.path.isabs(folder) else os.path.join(folder_paths.get_input_directory(), folder)
+    @classmethod
+    def VALIDATE_INPUTS(cls, folder):
         try:
-            names = layer_frame_names(root, LAYER_NAMES)
-            frames = check_frame_lists(names, root)
-        except GuidanceFolderError as err:
+            resolve_input_folder(folder, "guidance folder")
+        except ChampNodeError as err:
+            return str(err)
+        return True
+
+    @classmethod
+    def IS_CHANGED(cls, folder, **_):
+        try:
+            return folder_fingerprint(resolve_input_folder(folder, "guidance folder"))
+        except ChampNodeError:
+            return folder
+
+    def load(self, folder, start_frame, frame_count):
+        from pathlib import Path
+
+        from ..champ_core.guidance import MASK, list_frames
+        from ..champ_core.pipeline.inputs import BLACK, FolderGuidance, InputError, fit_image, to_rgb_uint8
+
+        root = Path(resolve_input_folder(folder, "guidance folder"))
+        stop = None if frame_count == 0 else start_frame + frame_count
+        try:
+            # The library's reader (as the CLI's animate): same frame selection, non-image files ignored,
+            # the semantic map masked when a mask folder is there.
+            source = FolderGuidance(root, frames=slice(start_frame, stop))
+            names = source.frame_names
+            first = {p.stem: p for p in list_frames(root / source.types[0])}[names[0]]
+            height, width = to_rgb_uint8(first, BLACK).shape[:2]
+            maps = source.read(range(len(names)), width, height, "squash")
+            mask = None
+            if (root / MASK).is_dir():
+                files = {p.stem: p for p in list_frames(root / MASK)}
+                missing = [n for n in names if n not in files]
+                if missing:
+                    raise ChampNodeError(f"Champ Load Guidance Folder: {root / MASK} has no frame(s) "
+                                         f"{', '.join(missing[:5])}; every layer folder needs the same frame files")
+                mask = np.stack([fit_image(to_rgb_uint8(files[n], BLACK), width, height)[..., 0] for n in names])
+        except InputError as err:
             raise ChampNodeError(f"Champ Load Guidance Folder: {err}") from err
-        stop = len(frames) if frame_count == 0 else min(len(frames), start_frame + frame_count)
-        chosen = frames[start_frame:stop]
-        if not chosen:
-            raise ChampNodeError(f"Champ Load Guidance Folder: start_frame {start_frame} is past the "
-                                 f"{len(frames)} frames in {root}")
-        loaded, size = {}, None
-        for layer in names:
-            suffix = {p.rsplit(".", 1)[0]: p for p in os.listdir(os.path.join(root, layer))}
-            stack = []
-            for name in chosen:
-                image = Image.open(os.path.join(root, layer, suffix[name]))
-                image = image.convert("L" if layer == MASK else "RGB")
-                if size is None:
-                    size = image.size
-                if image.size != size:
-                    raise ChampNodeError(f"Champ Load Guidance Folder: {layer}/{suffix[name]} is {image.size[0]}x"
-                                         f"{image.size[1]}, other frames are {size[0]}x{size[1]}")
-                stack.append(np.asarray(image))
-            loaded[layer] = np.stack(stack)
-        width, height = size
-        absent = [layer for layer in LAYERS if layer not in loaded]
+        absent = [layer for layer in LAYERS if layer not in maps]
         if absent:
             log.warning("Champ Load Guidance Folder: %s has no %s folder(s); they are output as black frames",
                         root, ", ".join(absent))
-        black = np.zeros((len(chosen), height, width, 3), np.uint8)
-        outputs = [uint8_to_image(loaded.get(layer, black)) for layer in LAYERS]
-        mask = loaded.get(MASK, np.full((len(chosen), height, width), 255, np.uint8))
-        return (*outputs, uint8_to_mask(mask), len(chosen))
+        black = np.zeros((len(names), height, width, 3), np.uint8)
+        outputs = [uint8_to_image(maps.get(layer, black)) for layer in LAYERS]
+        if mask is None:
+            mask = np.full((len(names), height, width), 255, np.uint8)
+        return (*outputs, uint8_to_mask(mask), len(names))
 
 
 class ChampOverlayPreview:
@@ -183,7 +187,7 @@ class ChampOverlayPreview:
     def overlay(self, reference, guidance):
         from ..champ_core.render.writer import fit_reference, overlay_frame
 
-        layers = {name: image_to_uint8(img, name) for name, img in guidance["layers"].items()}
+        layers = guidance_arrays(guidance)
         background = fit_reference(image_to_uint8(reference, "reference")[0], guidance["width"], guidance["height"])
         frames = np.stack([overlay_frame(background, layers, t) for t in range(guidance["frames"])])
         return (uint8_to_image(frames),)

@@ -77,6 +77,17 @@ PYEOF
   echo "$want" > "$stamp"
 fi
 
+# The current ComfyUI front end for the browser tests, next to the host's bundled one (one
+# environment holds one version; tests pass --front-end-root .comfyui-frontend/.../static).
+if [ "$WITH_HOST" = 1 ]; then
+  fe_version=$(sed -n 's/^comfyui-frontend-package==\([0-9.]*\).*/\1/p' requirements-frontend.txt)
+  if [ ! -d "$ROOT/.comfyui-frontend/comfyui_frontend_package-$fe_version.dist-info" ]; then
+    log "installing comfyui-frontend-package $fe_version into .comfyui-frontend/"
+    rm -rf "$ROOT/.comfyui-frontend"
+    pip_quiet install -q --no-deps --target "$ROOT/.comfyui-frontend" -r requirements-frontend.txt
+  fi
+fi
+
 "$VPY" - <<'PYEOF'
 import sys, torch
 if torch.version.cuda is not None:

@@ -1,4 +1,5 @@
-"""Driving the real ComfyUI front end (comfyui-frontend-package 1.32.9) in headless Chromium.
+"""Driving the real ComfyUI front end (comfyui-frontend-package 1.32.9 bundled with the host, or the
+current one selected with --front-end-root) in headless Chromium.
 
 Workflows are loaded with `app.loadGraphData` (as when a user opens a file) and queued with
 `app.queuePrompt` (what the Run button calls: the front end turns the graph into a prompt and posts
@@ -32,6 +33,8 @@ def open_front_end(context, url: str, timeout_ms: int = 90_000):
     page.champ_console = []
     page.on("console", lambda m: page.champ_console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: page.champ_console.append(f"pageerror: {e}"))
+    page.champ_failed = []  # (status, url) of every failed request, e.g. 404s for files a workflow names
+    page.on("response", lambda r: page.champ_failed.append((r.status, r.url)) if r.status >= 400 else None)
     page.goto(url)
     page.wait_for_function(
         "() => window.app && window.app.graph && window.app.canvas && window.comfyAPI && window.comfyAPI.api",
@@ -42,6 +45,16 @@ def open_front_end(context, url: str, timeout_ms: int = 90_000):
     )
     page.keyboard.press("Escape")
     return page
+
+
+def dismiss_dialogs(page, timeout_ms: int = 10_000) -> None:
+    """Close the front end's modal dialogs (e.g. the validation-error dialog), as a user would."""
+    for _ in range(5):
+        if not page.locator(".p-dialog-mask").count():
+            return
+        page.keyboard.press("Escape")
+        page.wait_for_timeout(200)
+    page.wait_for_function("() => !document.querySelector('.p-dialog-mask')", timeout=timeout_ms)
 
 
 def load_workflow(page, workflow: dict) -> None:

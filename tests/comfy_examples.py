@@ -1,13 +1,18 @@
-"""The example workflows (example_workflows/*.json) as small specs, and their regeneration.
+"""The example workflows (example_workflows/*.json) as small specs, the pack's example inputs,
+and the regeneration of both.
 
 The UI-format files are made by the real front end: `build_graph` creates the nodes in the
 browser and `app.graph.serialize()` writes them, so they are exactly what ComfyUI would save.
-The .jpg thumbnails are screenshots of the loaded workflows. Regenerate both with
+The .jpg thumbnails are screenshots of the graph area only (the nodes' bounding box). Regenerate
+both with
 
     .venv/bin/python tests/comfy_examples.py
 
-The inputs the workflows name (reference image, motion file, keypoints JSON) are the user's; the
-tests write small ones with the same names into the test host's input folder.
+The workflows name only files the pack ships in `example_inputs/` (listed by the pack's loaders as
+"NAME [champ example]" next to the input folder's files; nothing is copied into the user's folders).
+`write_pack_example_inputs` makes those files from the library's own built-in data: the
+public-domain astronaut portrait from scikit-image with the hand-placed keypoints the demo uses, a
+built-in motion and the keypoints of another one.
 """
 
 from __future__ import annotations
@@ -18,13 +23,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "example_workflows"
+EXAMPLE_INPUTS = REPO / "example_inputs"
 DOCS_IMAGES = REPO / "docs" / "images"
+TAG = " [champ example]"
 
-REFERENCE_IMAGE = "champ_example_reference.png"
+REFERENCE_IMAGE = "champ_example_reference.jpg"
 MOTION_FILE = "champ_example_motion.npz"
 KEYPOINT_FILE = "champ_example_driving_keypoints.json"
 REFERENCE_KEYPOINT_FILE = "champ_example_reference_keypoints.json"
+EXAMPLE_FILES = (REFERENCE_IMAGE, MOTION_FILE, KEYPOINT_FILE, REFERENCE_KEYPOINT_FILE)
 OPEN_BODY = "open body (built-in, no SMPL files needed)"
+# The shipped example motions: 2 s at 24 fps, 512 x 512 camera.
+EXAMPLE_FRAMES, EXAMPLE_FPS, EXAMPLE_SIZE = 48, 24.0, 512
+MOTION_CLIP, DRIVING_CLIP = "dance", "wave"
 
 MODEL_NOTE = (
     "Model files (nothing is downloaded):\n"
@@ -33,9 +44,14 @@ MODEL_NOTE = (
     "    guidance_encoder_dwpose.pth  (the champ/ folder of the HF repo fudan-generative-ai/champ)\n"
     "ComfyUI/models/champ/image_encoder/  config.json + model.safetensors or pytorch_model.bin\n"
     "ComfyUI/models/champ/sd-vae-ft-mse/  config.json + diffusion_pytorch_model.safetensors\n"
+    "Until they are there, Run stops at validation with a message naming the missing files.\n"
     "Optional: SMPL_NEUTRAL.pkl in ComfyUI/models/smpl/ (else the built-in open body is used).\n"
     "Alternative for the encoder and VAE: Load CLIP Vision (models/clip_vision) + Load VAE\n"
     "(models/vae) into 'Champ Use Core CLIP Vision & VAE'."
+)
+INPUTS_NOTE = (
+    "Inputs marked [champ example] ship with the pack (example_inputs/). For your own: upload with the\n"
+    "loader's upload button (files go to ComfyUI/input/), or use core Load Image for the photo."
 )
 
 NOTE_COLOR = {"color": "#432", "bgcolor": "#653"}
@@ -45,21 +61,30 @@ def _note(node_id, text, pos, size=(560, 230)):
     return {"id": node_id, "type": "Note", "pos": list(pos), "size": list(size), "widgets": {"text": text}, **NOTE_COLOR}
 
 
+def _video_nodes(x0: int, y0: int, prefix: str) -> list[dict]:
+    """IMAGE frames -> core Create Video -> core Save Video (an mp4 previewed in the node)."""
+    return [
+        {"id": "video", "type": "CreateVideo", "pos": [x0, y0], "widgets": {"fps": EXAMPLE_FPS}},
+        {"id": "save", "type": "SaveVideo", "pos": [x0, y0 + 130], "size": [420, 470],
+         "widgets": {"filename_prefix": prefix, "format": "mp4", "codec": "h264"}},
+    ]
+
+
 def _generation_nodes(x0: int, y0: int) -> list[dict]:
     return [
-        {"id": "reference_image", "type": "LoadImage", "pos": [x0, y0], "widgets": {"image": REFERENCE_IMAGE}},
-        {"id": "encoders", "type": "ChampImageEncoderVAELoader", "pos": [x0, y0 + 380],
+        {"id": "reference_image", "type": "ChampLoadImage", "pos": [x0, y0], "size": [320, 380],
+         "widgets": {"image": REFERENCE_IMAGE + TAG}, "title": "Reference image"},
+        {"id": "encoders", "type": "ChampImageEncoderVAELoader", "pos": [x0, y0 + 420],
          "widgets": {"image_encoder": "image_encoder", "vae": "sd-vae-ft-mse", "dtype": "auto"}},
-        {"id": "model", "type": "ChampModelLoader", "pos": [x0, y0 + 540], "widgets": {"weights": "champ",
+        {"id": "model", "type": "ChampModelLoader", "pos": [x0, y0 + 580], "widgets": {"weights": "champ",
                                                                                       "dtype": "auto"}},
-        {"id": "reference", "type": "ChampEncodeReference", "pos": [x0 + 380, y0 + 380],
+        {"id": "reference", "type": "ChampEncodeReference", "pos": [x0 + 380, y0 + 420],
          "widgets": {"width": 512, "height": 512, "fit": "squash"}},
-        {"id": "context", "type": "ChampContextOptions", "pos": [x0 + 1280, y0 + 560], "widgets": {}},
+        {"id": "context", "type": "ChampContextOptions", "pos": [x0 + 1280, y0 + 600], "widgets": {}},
         {"id": "sampler", "type": "ChampSampler", "pos": [x0 + 1280, y0 + 80],
          "widgets": {"seed": 42, "control_after_generate": "fixed", "steps": 20, "cfg": 3.5}},
         {"id": "decode", "type": "ChampDecode", "pos": [x0 + 1660, y0 + 80], "widgets": {}},
-        {"id": "save", "type": "SaveAnimatedWEBP", "pos": [x0 + 1660, y0 + 260],
-         "widgets": {"filename_prefix": "champ/animation", "fps": 24.0}},
+        *_video_nodes(x0 + 1660, y0 + 240, "champ/animation"),
     ]
 
 
@@ -73,14 +98,15 @@ _GENERATION_LINKS = [
     ("context", 0, "sampler", "context_options"),
     ("sampler", 0, "decode", "latent"),
     ("encoders", 1, "decode", "vae"),
-    ("decode", 0, "save", "images"),
+    ("decode", 0, "video", "images"),
+    ("video", 0, "save", "video"),
 ]
 
 
 def _render_nodes(x0: int, y0: int) -> list[dict]:
     return [
         {"id": "render", "type": "ChampRenderGuidance", "pos": [x0, y0],
-         "widgets": {"width": 0, "height": 0, "backend": "auto"}},
+         "widgets": {"width": 0, "height": 0, "backend": "torch"}},  # no OpenGL needed, fast on CPU and GPU
         {"id": "layers", "type": "ChampGuidanceLayers", "pos": [x0 + 360, y0 - 60], "size": [440, 560],
          "widgets": {}},
     ]
@@ -100,20 +126,19 @@ _RENDER_LINKS = [
 def spec_keypoints_to_animation() -> dict:
     """(a) reference image + keypoints of a driving video (DWPose JSON) -> animation."""
     nodes = [
-        _note("note", "Reference + driving-video keypoints -> animation.\n"
-              f"Inputs (ComfyUI/input/): {REFERENCE_IMAGE}; {KEYPOINT_FILE} = the POSE_KEYPOINT JSON of the "
-              f"driving video; {REFERENCE_KEYPOINT_FILE} = the same for the reference image (e.g. saved from "
-              "comfyui_controlnet_aux's DWPose node, or connect its POSE_KEYPOINT output directly).\n\n"
-              + MODEL_NOTE, (-420, -480), (760, 260)),
+        _note("note", "Animate a photo with the motion of a driving video's keypoints.\n"
+              "Driving keypoints = the POSE_KEYPOINT JSON of the driving video (e.g. saved from\n"
+              "comfyui_controlnet_aux's DWPose node, or connect its POSE_KEYPOINT output directly);\n"
+              "reference keypoints = the same for the reference photo.\n" + INPUTS_NOTE + "\n\n"
+              + MODEL_NOTE, (-420, -520), (760, 330)),
         {"id": "body", "type": "ChampLoadBodyModel", "pos": [-420, 0], "widgets": {"model": OPEN_BODY}},
-        {"id": "keypoints", "type": "ChampLoadKeypoints", "pos": [-420, 130], "widgets": {"keypoint_file": KEYPOINT_FILE},
-         "title": "Driving video keypoints"},
-        {"id": "ref_keypoints", "type": "ChampLoadKeypoints", "pos": [-420, 250],
-         "widgets": {"keypoint_file": REFERENCE_KEYPOINT_FILE}, "title": "Reference keypoints"},
-        {"id": "fit", "type": "ChampFitMotion", "pos": [-20, -120],
-         "widgets": {"fps": 24.0, "iterations": 200, "person": -1}},
+        {"id": "keypoints", "type": "ChampLoadKeypoints", "pos": [-420, 130],
+         "widgets": {"keypoint_file": KEYPOINT_FILE + TAG}, "title": "Driving video keypoints"},
+        {"id": "ref_keypoints", "type": "ChampLoadKeypoints", "pos": [-420, 280],
+         "widgets": {"keypoint_file": REFERENCE_KEYPOINT_FILE + TAG}, "title": "Reference keypoints"},
+        {"id": "fit", "type": "ChampFitMotion", "pos": [-20, -120], "widgets": {"fps": EXAMPLE_FPS, "person": -1}},
         {"id": "smooth", "type": "ChampSmoothMotion", "pos": [-20, 60], "widgets": {}},
-        {"id": "fit_reference", "type": "ChampFitReference", "pos": [-20, 200], "widgets": {"iterations": 300}},
+        {"id": "fit_reference", "type": "ChampFitReference", "pos": [-20, 200], "widgets": {}},
         {"id": "motion", "type": "ChampAlignMotion", "pos": [-20, 330], "widgets": {}},
         *_render_nodes(340, 60),
         *_generation_nodes(-420, 720),
@@ -128,13 +153,12 @@ def spec_keypoints_to_animation() -> dict:
 def spec_motion_to_animation() -> dict:
     """(b) reference image + motion file -> animation."""
     nodes = [
-        _note("note", "Reference + motion file -> animation.\n"
-              f"Inputs (ComfyUI/input/): {REFERENCE_IMAGE}; {MOTION_FILE} = a Champ motion (.npz: per-frame SMPL "
-              "parameters + camera), e.g. written by `python -m champ_core render`.\n\n" + MODEL_NOTE,
-              (-420, -300), (760, 250)),
+        _note("note", "Animate a photo with a motion file (.npz: per-frame SMPL parameters + camera, e.g.\n"
+              "written by Champ Save Motion or `python -m champ_core render`).\n" + INPUTS_NOTE + "\n\n"
+              + MODEL_NOTE, (-420, -330), (760, 290)),
         {"id": "body", "type": "ChampLoadBodyModel", "pos": [-420, 0], "widgets": {"model": OPEN_BODY}},
         {"id": "motion", "type": "ChampLoadMotion", "pos": [-420, 130],
-         "widgets": {"motion_file": MOTION_FILE, "start_frame": 0, "frame_count": 0}},
+         "widgets": {"motion_file": MOTION_FILE + TAG, "start_frame": 0, "frame_count": 0}},
         *_render_nodes(340, 60),
         *_generation_nodes(-420, 620),
     ]
@@ -142,24 +166,26 @@ def spec_motion_to_animation() -> dict:
 
 
 def spec_guidance_preview() -> dict:
-    """(c) guidance preview only: motion -> rendered maps -> per-layer preview and overlay."""
+    """(c) guidance preview only: motion -> rendered maps -> per-layer preview and an overlay video."""
     nodes = [
-        _note("note", "Guidance preview only (no Champ weights needed).\n"
-              f"Inputs (ComfyUI/input/): {REFERENCE_IMAGE} (for the overlay). The motion is built in; swap in "
-              "Champ Load Motion or Champ Fit Motion for your own.\n"
-              "Optional: SMPL_NEUTRAL.pkl in ComfyUI/models/smpl/ (else the built-in open body).\n"
-              "Run once, then scrub frames and toggle layers in Champ Guidance Layers' preview.",
-              (-420, -220), (700, 170)),
+        _note("note", "Preview Champ's guidance (no Champ weights needed): a built-in motion rendered as\n"
+              "depth, normal, semantic map, skeleton and mask, shown per layer in Champ Guidance Layers\n"
+              "(scrub frames, toggle layers) and as an overlay video over the reference photo.\n"
+              "Swap in Champ Load Motion or Champ Fit Motion for your own motion.\n" + INPUTS_NOTE + "\n"
+              "Optional: SMPL_NEUTRAL.pkl in ComfyUI/models/smpl/ (else the built-in open body).",
+              (-420, -260), (760, 210)),
         {"id": "body", "type": "ChampLoadBodyModel", "pos": [-420, 0], "widgets": {"model": OPEN_BODY}},
         {"id": "motion", "type": "ChampBuiltinMotion", "pos": [-420, 130],
-         "widgets": {"motion": "walk", "seconds": 2.0, "fps": 24.0, "width": 512, "height": 512}},
+         "widgets": {"motion": "walk", "seconds": EXAMPLE_FRAMES / EXAMPLE_FPS, "fps": EXAMPLE_FPS,
+                     "width": EXAMPLE_SIZE, "height": EXAMPLE_SIZE}},
         *_render_nodes(-20, 60),
-        {"id": "reference_image", "type": "LoadImage", "pos": [-420, 420], "widgets": {"image": REFERENCE_IMAGE}},
+        {"id": "reference_image", "type": "ChampLoadImage", "pos": [-420, 420], "size": [320, 380],
+         "widgets": {"image": REFERENCE_IMAGE + TAG}, "title": "Reference image"},
         {"id": "overlay", "type": "ChampOverlayPreview", "pos": [840, 60], "widgets": {}},
-        {"id": "preview", "type": "PreviewImage", "pos": [840, 200], "size": [320, 320], "widgets": {}},
+        *_video_nodes(840, 200, "champ/guidance_overlay"),
     ]
-    links = [*_RENDER_LINKS, ("body", 0, "motion", "body_model"), ("reference_image", 0, "overlay", "reference"), ("layers", 0, "overlay", "guidance"),
-             ("overlay", 0, "preview", "images")]
+    links = [*_RENDER_LINKS, ("body", 0, "motion", "body_model"), ("reference_image", 0, "overlay", "reference"),
+             ("layers", 0, "overlay", "guidance"), ("overlay", 0, "video", "images"), ("video", 0, "save", "video")]
     return {"nodes": nodes, "links": links}
 
 
@@ -175,14 +201,14 @@ def group_specs() -> dict[str, dict]:
     ], "links": [("clipv", 0, "core", "clip_vision"), ("vae", 0, "core", "vae")]}
     body = {"nodes": [
         {"id": "body", "type": "ChampLoadBodyModel", "pos": [0, 0], "widgets": {"model": OPEN_BODY}},
-        {"id": "kp", "type": "ChampLoadKeypoints", "pos": [0, 120], "widgets": {"keypoint_file": KEYPOINT_FILE}},
+        {"id": "kp", "type": "ChampLoadKeypoints", "pos": [0, 120], "widgets": {"keypoint_file": KEYPOINT_FILE + TAG}},
         {"id": "fit", "type": "ChampFitMotion", "pos": [380, 0], "widgets": {}},
         {"id": "save", "type": "ChampSaveMotion", "pos": [720, 0], "widgets": {}},
-        {"id": "refkp", "type": "ChampLoadKeypoints", "pos": [0, 260], "widgets": {"keypoint_file": KEYPOINT_FILE},
-         "title": "Reference keypoints"},
+        {"id": "refkp", "type": "ChampLoadKeypoints", "pos": [0, 270],
+         "widgets": {"keypoint_file": REFERENCE_KEYPOINT_FILE + TAG}, "title": "Reference keypoints"},
         {"id": "fitref", "type": "ChampFitReference", "pos": [380, 240], "widgets": {}},
-        {"id": "motion", "type": "ChampLoadMotion", "pos": [0, 400], "widgets": {"motion_file": MOTION_FILE}},
-        {"id": "builtin", "type": "ChampBuiltinMotion", "pos": [0, 580], "widgets": {"motion": "dance"}},
+        {"id": "motion", "type": "ChampLoadMotion", "pos": [0, 420], "widgets": {"motion_file": MOTION_FILE + TAG}},
+        {"id": "builtin", "type": "ChampBuiltinMotion", "pos": [0, 640], "widgets": {"motion": "dance"}},
         {"id": "smooth", "type": "ChampSmoothMotion", "pos": [380, 430], "widgets": {}},
         {"id": "align", "type": "ChampAlignMotion", "pos": [720, 240], "widgets": {}},
     ], "links": [("kp", 0, "fit", "pose_keypoint"), ("body", 0, "fit", "body_model"), ("fit", 0, "save", "motion"),
@@ -193,18 +219,70 @@ def group_specs() -> dict[str, dict]:
     return {"body": body, "models": models}
 
 
+# File names are what the Templates dialog shows (as title, and as description with - and _ turned
+# into spaces), under the pack's folder name: so they are short sentences without - or _.
+KEYPOINTS_TEMPLATE = "Animate a photo from video keypoints"
+MOTION_TEMPLATE = "Animate a photo from a motion file"
+PREVIEW_TEMPLATE = "Preview the guidance of a motion"
 EXAMPLES_SPECS = {
-    "champ_keypoints_to_animation": spec_keypoints_to_animation,
-    "champ_motion_to_animation": spec_motion_to_animation,
-    "champ_guidance_preview": spec_guidance_preview,
+    KEYPOINTS_TEMPLATE: spec_keypoints_to_animation,
+    MOTION_TEMPLATE: spec_motion_to_animation,
+    PREVIEW_TEMPLATE: spec_guidance_preview,
 }
+ANIMATION_TEMPLATES = (KEYPOINTS_TEMPLATE, MOTION_TEMPLATE)
 
 
-def write_example_inputs(input_dir: Path, frames: int = 6, size: tuple[int, int] = (32, 48)) -> None:
-    """Small inputs with the names the example workflows use (reference, motion, keypoints)."""
-    import shutil
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
 
+
+def _is_widget(spec) -> bool:
+    kind = spec[0]
+    return isinstance(kind, (list, tuple)) or kind in WIDGET_TYPES
+
+
+def _has_control_widget(name: str, spec) -> bool:
+    """The front end adds a 'control after generate' widget after seed-like INT inputs."""
+    options = spec[1] if len(spec) > 1 else {}
+    return spec[0] == "INT" and (options.get("control_after_generate") or name in ("seed", "noise_seed"))
+
+
+def workflow_to_prompt(workflow: dict, node_classes: dict) -> dict:
+    """An API-format prompt from a UI-format workflow (what the front end's graphToPrompt sends, for
+    the plain nodes the templates use): widget values by the node's input order, links by slot."""
+    links = {link[0]: link for link in workflow["links"]}
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in ("Note", "MarkdownNote") or node.get("mode", 0) in (2, 4):
+            continue
+        cls = node_classes[node["type"]]
+        types = cls.INPUT_TYPES()
+        specs = {**types.get("required", {}), **types.get("optional", {})}
+        linked = {i["name"]: links[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
+        values = list(node.get("widgets_values") or [])
+        inputs = {}
+        for name, spec in specs.items():
+            if _is_widget(spec):
+                value = values.pop(0) if values else None
+                if _has_control_widget(name, spec) and values:
+                    values.pop(0)
+                if name not in linked:
+                    inputs[name] = value
+            if name in linked:
+                link = linked[name]
+                inputs[name] = [str(link[1]), link[2]]
+        prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return prompt
+
+
+def template_path(name: str) -> Path:
+    return EXAMPLES / f"{name}.json"
+
+
+def write_pack_example_inputs(folder: Path = EXAMPLE_INPUTS) -> list[Path]:
+    """The pack's example inputs, made from the library's built-in data (deterministic)."""
     import numpy as np
+    import skimage.data
+    from PIL import Image
 
     from champ_core.body.keypoints import (
         PoseFrames,
@@ -213,29 +291,25 @@ def write_example_inputs(input_dir: Path, frames: int = 6, size: tuple[int, int]
         project,
     )
     from champ_core.body.model import open_body_model
-    from champ_core.body.motion import Motion
-    from champ_core.camera import Camera
+    from champ_core.body.motions import builtin_motion, default_camera
 
-    input_dir = Path(input_dir)
-    shutil.copy(REPO / "tests" / "fixtures" / "champ_parity" / "pipeline" / "reference.png", input_dir / REFERENCE_IMAGE)
-    width, height = size
-    turn = np.linspace(0.0, 0.5, frames)
-    orient = np.stack([np.full(frames, np.pi), turn, np.zeros(frames)], axis=1)
-    pose = np.zeros((frames, 23, 3))
-    pose[:, 15, 2] = -np.linspace(0, 1.0, frames)
-    pose[:, 16, 2] = np.linspace(0, 0.8, frames)
-    camera = Camera.hmr2_default(width, height)
-    # Pelvis a little above the centre (the body hangs below it); 2 m of scene span the frame height.
-    transl = np.tile([0.0, -0.25, camera.fy * 2.0 / height], (frames, 1))
-    motion = Motion(orient, pose, np.zeros((1, 10)), transl, camera, fps=24.0)
-    motion.save(input_dir / MOTION_FILE)
-    out = motion.pose(open_body_model())
-    xy = np.asarray(project(openpose18_from_body(out.vertices, out.joints), camera))
-    frames_kp = PoseFrames(np.concatenate([xy, np.ones((*xy.shape[:2], 1))], axis=-1), width, height)
-    (input_dir / KEYPOINT_FILE).write_text(json.dumps(pose_frames_to_pose_keypoint(frames_kp)))
-    # The reference person: the first pose, a little to the side, as one frame of keypoints.
-    ref_kp = PoseFrames(frames_kp.body[:1] + np.array([2.0, 1.0, 0.0]), width, height)
-    (input_dir / REFERENCE_KEYPOINT_FILE).write_text(json.dumps(pose_frames_to_pose_keypoint(ref_kp)))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    body = open_body_model()
+    camera = default_camera(EXAMPLE_SIZE, EXAMPLE_SIZE)
+    seconds = EXAMPLE_FRAMES / EXAMPLE_FPS
+    Image.fromarray(skimage.data.astronaut()).save(folder / REFERENCE_IMAGE, quality=90)
+    builtin_motion(MOTION_CLIP, body, seconds=seconds, fps=EXAMPLE_FPS, camera=camera).save(folder / MOTION_FILE)
+    driving = builtin_motion(DRIVING_CLIP, body, seconds=seconds, fps=EXAMPLE_FPS, camera=camera)
+    posed = driving.pose(body)
+    xy = np.asarray(project(openpose18_from_body(posed.vertices, posed.joints).numpy(), camera))
+    pose = PoseFrames(np.concatenate([xy, np.ones((*xy.shape[:2], 1))], axis=-1).round(2), EXAMPLE_SIZE,
+                      EXAMPLE_SIZE)
+    (folder / KEYPOINT_FILE).write_text(json.dumps(pose_frames_to_pose_keypoint(pose)) + "\n")
+    astronaut = REPO / "champ_core" / "body" / "data" / "astronaut_keypoints.json"
+    frames = [{k: v for k, v in frame.items() if not k.startswith("_")} for frame in json.loads(astronaut.read_text())]
+    (folder / REFERENCE_KEYPOINT_FILE).write_text(json.dumps(frames) + "\n")
+    return [folder / name for name in EXAMPLE_FILES]
 
 
 def fit_view(page) -> None:
@@ -244,16 +318,37 @@ def fit_view(page) -> None:
     page.wait_for_timeout(500)
 
 
+GRAPH_BOX_JS = """
+() => {
+  const canvas = window.app.canvas, graph = window.app.graph;
+  const title = LiteGraph.NODE_TITLE_HEIGHT || 30;
+  let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+  const add = (x, y, w, h) => { x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + w);
+                                y1 = Math.max(y1, y + h); };
+  for (const n of graph._nodes) add(n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title);
+  for (const g of graph._groups || []) add(g.pos[0], g.pos[1], g.size[0], g.size[1]);
+  const scale = canvas.ds.scale, offset = canvas.ds.offset;
+  const rect = canvas.canvas.getBoundingClientRect();
+  const pad = 12;
+  const left = Math.max(rect.x, rect.x + (x0 + offset[0]) * scale - pad);
+  const top = Math.max(rect.y, rect.y + (y0 + offset[1]) * scale - pad);
+  const right = Math.min(rect.x + rect.width, rect.x + (x1 + offset[0]) * scale + pad);
+  const bottom = Math.min(rect.y + rect.height, rect.y + (y1 + offset[1]) * scale + pad);
+  return {x: left, y: top, width: right - left, height: bottom - top};
+}
+"""
+
+
 def screenshot_graph(page, path: Path, width: int = 1024, quality: int = 85) -> None:
-    """A JPEG of the canvas (below the floating top bar), scaled to `width` pixels."""
+    """A JPEG of the graph only (the nodes' bounding box on the canvas, no menus or side bars),
+    scaled to `width` pixels."""
     import io
 
     from PIL import Image
 
     fit_view(page)
-    box = page.evaluate("() => { const r = window.app.canvas.canvas.getBoundingClientRect(); "
-                        "return {x: r.x, y: r.y, width: r.width, height: r.height}; }")
-    png = page.screenshot(clip={"x": box["x"], "y": box["y"] + 50, "width": box["width"], "height": box["height"] - 50})
+    box = page.evaluate(GRAPH_BOX_JS)
+    png = page.screenshot(clip=box)
     image = Image.open(io.BytesIO(png)).convert("RGB")
     image = image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)
     image.save(path, "JPEG", quality=quality)
@@ -265,23 +360,18 @@ def main() -> int:
 
     sys.path.insert(0, str(REPO / "tests"))
     sys.path.append(str(REPO))
-    from comfy_browser import (
-        build_graph,
-        load_workflow,
-        open_front_end,
-        prepare_settings,
-        queue_loaded_graph,
-        set_widgets,
-    )
-    from comfy_host import HttpHost, write_tiny_inputs
+    from comfy_browser import build_graph, load_workflow, open_front_end, prepare_settings, queue_loaded_graph
+    from comfy_host import HttpHost
     from conftest import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
 
     EXAMPLES.mkdir(exist_ok=True)
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    write_pack_example_inputs()
+    for old in ("champ_keypoints_to_animation", "champ_motion_to_animation", "champ_guidance_preview"):
+        for suffix in (".json", ".jpg"):  # the earlier file names
+            (EXAMPLES / f"{old}{suffix}").unlink(missing_ok=True)
     host = HttpHost(Path(tempfile.mkdtemp(prefix="champ-examples-")))
-    write_tiny_inputs(host.base)
-    write_example_inputs(host.base / "input")
     host.start()
     try:
         prepare_settings(host)
@@ -294,20 +384,19 @@ def main() -> int:
                 screenshot_graph(page, DOCS_IMAGES / f"nodes_{group}.jpg", width=800)
             for name, make_spec in EXAMPLES_SPECS.items():
                 workflow = build_graph(page, make_spec())
-                (EXAMPLES / f"{name}.json").write_text(json.dumps(workflow, indent=1) + "\n")
+                template_path(name).write_text(json.dumps(workflow, indent=1) + "\n")
                 load_workflow(page, workflow)
-                if name == "champ_guidance_preview":  # show the preview filled in (example inputs are 2:3)
-                    set_widgets(page, {"ChampBuiltinMotion": {"width": 256, "height": 384}})
-                    entry, _ = queue_loaded_graph(page, host)
+                if name == PREVIEW_TEMPLATE:  # show the previews filled in: run it as shipped
+                    entry, _ = queue_loaded_graph(page, host, timeout=600)
                     assert entry["status"]["status_str"] == "success", entry["status"]
                     page.wait_for_function("() => document.querySelector('.champ-layer-preview')?.dataset.visible")
-                    page.wait_for_timeout(500)
+                    page.wait_for_timeout(1500)
                 screenshot_graph(page, EXAMPLES / f"{name}.jpg")
-                print("wrote", EXAMPLES / f"{name}.json")
-                if name == "champ_guidance_preview":
+                print("wrote", template_path(name))
+                if name == PREVIEW_TEMPLATE:
                     screenshot_graph(page, DOCS_IMAGES / "nodes_render.jpg")
             # The generation group: the whole chain of the motion example.
-            load_workflow(page, json.loads((EXAMPLES / "champ_motion_to_animation.json").read_text()))
+            load_workflow(page, json.loads(template_path(MOTION_TEMPLATE).read_text()))
             screenshot_graph(page, DOCS_IMAGES / "nodes_generation.jpg")
             browser.close()
     finally:

@@ -33,6 +33,32 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 HOST_DIR = REPO / ".comfyui-host"
 PACK_FOLDER = "champ-comfyui"
+# The current front end (requirements-frontend.txt), installed by scripts/setup.sh next to the host;
+# the host's own bundled front end is comfyui-frontend-package 1.32.9.
+FRONT_END_DIR = REPO / ".comfyui-frontend"
+FRONT_ENDS = ("bundled", "current")
+
+
+def front_end_root(front_end: str) -> Path | None:
+    """--front-end-root for a front end name: None = the host's bundled one."""
+    if front_end == "bundled":
+        return None
+    root = FRONT_END_DIR / "comfyui_frontend_package" / "static"
+    if not (root / "index.html").is_file():
+        raise HostError(f"the current ComfyUI front end is missing at {root}: run scripts/setup.sh")
+    return root
+
+
+def front_end_version(front_end: str) -> str:
+    """The comfyui-frontend-package version a front end name stands for (read from its metadata)."""
+    import importlib.metadata
+
+    if front_end == "bundled":
+        return importlib.metadata.version("comfyui-frontend-package")
+    dist = next(FRONT_END_DIR.glob("comfyui_frontend_package-*.dist-info"), None)
+    if dist is None:
+        raise HostError(f"the current ComfyUI front end is missing in {FRONT_END_DIR}: run scripts/setup.sh")
+    return dist.name.split("-")[1].removesuffix(".dist-info")
 
 
 class HostError(RuntimeError):
@@ -196,16 +222,8 @@ class InProcessHost:
         return self
 
     def _execute(self, prompt, prompt_id, outputs):
-        import torch
-
-        # Tiny networks on a shared 2-core machine run far faster on one thread (no oversubscription);
-        # the thread count is per calling thread, so it is set here, on the worker.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            self.executor.execute(prompt, prompt_id, {}, outputs)
-        finally:
-            torch.set_num_threads(threads)
+        # ComfyUI's defaults: torch's own thread count, nodes under torch.inference_mode() (the executor's).
+        self.executor.execute(prompt, prompt_id, {}, outputs)
 
     def _on_worker(self, function, *args):
         return self._worker.submit(function, *args).result()
@@ -230,8 +248,11 @@ class InProcessHost:
 
     def run(self, prompt: dict, outputs: list[str] | None = None) -> RunResult:
         """Validate (as POST /prompt does) and execute an API-format prompt."""
+        import copy
+
         import execution
 
+        prompt = copy.deepcopy(prompt)  # as POST /prompt parses a fresh one (ComfyUI writes into it)
         prompt_id = uuid.uuid4().hex
         valid = self._on_worker(asyncio.run, execution.validate_prompt(prompt_id, prompt, None))
         if not valid[0]:
@@ -272,9 +293,11 @@ def _free_port() -> int:
 
 
 class HttpHost:
-    def __init__(self, base: Path, python: str = sys.executable):
+    def __init__(self, base: Path, python: str = sys.executable, front_end: str = "bundled"):
         self.base = make_base(Path(base))
         self.python = python
+        self.front_end = front_end
+        self.front_end_root = front_end_root(front_end)
         self.process: subprocess.Popen | None = None
         self.port: int | None = None
         self.log_path = self.base / "comfyui-server.log"
@@ -287,8 +310,8 @@ class HttpHost:
         import psutil
 
         check_host_tree()
+        # As users start it: no thread settings, the environment's defaults.
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_CURRENT_TEST")}
-        env["OMP_NUM_THREADS"] = "1"  # tiny test networks: one thread each is fastest on a shared machine
         last_error = ""
         for _ in range(attempts):
             port = _free_port()
@@ -297,6 +320,7 @@ class HttpHost:
                 self.python, "-c", _LAUNCHER, str(HOST_DIR), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                 "--disable-auto-launch", "--base-directory", str(self.base),
                 "--database-url", f"sqlite:///{self.base}/user/comfyui.db",
+                *(["--front-end-root", str(self.front_end_root)] if self.front_end_root else []),
             ]
             process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=str(HOST_DIR))
             log_file.close()
@@ -392,14 +416,23 @@ class HttpHost:
 # --------------------------------------------------------------------------------------------
 # Tiny weights in the released layout, and small inputs
 
-PARITY = REPO / "tests" / "fixtures" / "champ_parity"
+PARITY = Path(os.environ.get("CHAMP_PARITY_DIR", REPO / "tests" / "fixtures" / "champ_parity"))
 GUIDANCE_TYPES = ("depth", "normal", "semantic_map", "dwpose")
-TINY_SIZE = (32, 48)  # width, height of the parity fixture's frames (multiples of the tiny UNet's 16)
 
 
-def write_tiny_weights(models_champ: Path) -> dict[str, Path]:
+def _fixture_pipeline() -> dict:
+    """The parity fixture's pipeline definition (sizes and frame count), read from its config.json."""
+    return json.loads((PARITY / "config.json").read_text())["set_definition"]["pipeline"]
+
+
+# width, height and frame count of the parity fixture's guidance frames (read from the fixture)
+TINY_SIZE = (int(_fixture_pipeline()["width"]), int(_fixture_pipeline()["height"]))
+TINY_FRAMES = int(_fixture_pipeline()["video_length"])
+
+
+def write_tiny_weights(models_champ: Path, name: str = "champ") -> dict[str, Path]:
     """Tiny seeded Champ weights laid out as the released files, under `models_champ`:
-    champ/{denoising_unet,reference_unet,motion_module,guidance_encoder_<type>}.pth (plain torch
+    <name>/{denoising_unet,reference_unet,motion_module,guidance_encoder_<type>}.pth (plain torch
     state dicts with the released key names), image_encoder/ (transformers) and sd-vae-ft-mse/
     (diffusers). The tensors are the parity fixture's (tests/fixtures/champ_parity)."""
     import shutil
@@ -407,7 +440,7 @@ def write_tiny_weights(models_champ: Path) -> dict[str, Path]:
     import torch
     from safetensors.torch import load_file
 
-    champ = Path(models_champ) / "champ"
+    champ = Path(models_champ) / name
     champ.mkdir(parents=True, exist_ok=True)
     sources = {
         "denoising_unet": PARITY / "unet" / "denoising_unet.safetensors",
@@ -421,7 +454,7 @@ def write_tiny_weights(models_champ: Path) -> dict[str, Path]:
             tmp = target.with_suffix(".pth.tmp")
             torch.save(load_file(str(source)), tmp)
             tmp.replace(target)
-    out = {"champ": champ}
+    out = {name: champ}
     for name, source in (("image_encoder", "image_encoder"), ("sd-vae-ft-mse", "vae")):
         target = Path(models_champ) / name
         if not target.exists():
@@ -436,7 +469,7 @@ def tiny_guidance_frames(num_frames: int = 8) -> dict:
     from PIL import Image
 
     return {
-        t: np.array(Image.open(PARITY / "pipeline" / f"guidance_{t}.png").convert("RGB")).reshape(30, 48, 32, 3)[:num_frames]
+        t: np.array(Image.open(PARITY / "pipeline" / f"guidance_{t}.png").convert("RGB")).reshape(TINY_FRAMES, TINY_SIZE[1], TINY_SIZE[0], 3)[:num_frames]
         for t in GUIDANCE_TYPES
     }
 
@@ -452,10 +485,11 @@ def write_guidance_folder(root: Path, num_frames: int = 8) -> Path:
     return root
 
 
-def write_tiny_inputs(base: Path) -> None:
-    """Weights into BASE/models/champ, the reference image and a guidance folder into BASE/input."""
+def write_tiny_inputs(base: Path, weights_name: str = "champ") -> None:
+    """Weights into BASE/models/champ/<weights_name>, the reference image and a guidance folder into
+    BASE/input."""
     import shutil
 
-    write_tiny_weights(Path(base) / "models" / "champ")
+    write_tiny_weights(Path(base) / "models" / "champ", weights_name)
     shutil.copy(PARITY / "pipeline" / "reference.png", Path(base) / "input" / "champ_reference.png")
     write_guidance_folder(Path(base) / "input" / "champ_tiny_motion")

@@ -38,7 +38,7 @@ def comfy_host(tmp_path_factory):
     from comfy_host import InProcessHost, make_base, write_tiny_inputs
 
     base = make_base(tmp_path_factory.mktemp("comfy-inprocess"))
-    write_tiny_inputs(base)
+    write_tiny_inputs(base, weights_name="tiny")  # models/champ/champ stays missing, as for a new user
     host = InProcessHost(base).start()
     yield host
 
@@ -46,17 +46,45 @@ def comfy_host(tmp_path_factory):
 @pytest.fixture(scope="session")
 def http_host(tmp_path_factory):
     """ComfyUI 0.3.75 as an HTTP server (main.py) in a child process; stopped by PID at the end."""
-    from comfy_examples import write_example_inputs
+    yield from _http_host(tmp_path_factory, "bundled")
+
+
+def _http_host(tmp_path_factory, front_end: str):
     from comfy_host import HttpHost, write_tiny_inputs
 
-    host = HttpHost(tmp_path_factory.mktemp("comfy-http"))
-    write_tiny_inputs(host.base)
-    write_example_inputs(host.base / "input")
+    host = HttpHost(tmp_path_factory.mktemp(f"comfy-http-{front_end}"), front_end=front_end)
+    # Tiny weights under models/champ/tiny: the example workflows' own "champ" stays missing, as for a
+    # new user, and tests that run the sampler pick "tiny".
+    write_tiny_inputs(host.base, weights_name="tiny")
     host.start()
     try:
         yield host
     finally:
         host.stop()
+
+
+@pytest.fixture(scope="session", params=["bundled", "current"])
+def front_end_host(request, tmp_path_factory):
+    """The HTTP host with each front end: the bundled comfyui-frontend-package (1.32.9, the same
+    server as `http_host`) and the current one (requirements-frontend.txt, its own server)."""
+    if request.param == "bundled":
+        yield request.getfixturevalue("http_host")
+    else:
+        yield from _http_host(tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="session")
+def front_end_page(browser, front_end_host):
+    """A page with the app loaded, on `front_end_host`'s front end."""
+    from comfy_browser import open_front_end, prepare_settings
+
+    prepare_settings(front_end_host)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = open_front_end(context, front_end_host.url)
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 CHROMIUM = os.environ.get("CHAMP_CHROMIUM", "/usr/bin/chromium")

@@ -56,13 +56,12 @@ def test_core_clip_vision_and_vae_match_the_pack_loaders(comfy_host, full_size_e
         "ref_core": {"class_type": "ChampEncodeReference",
                      "inputs": {"image": ["ref", 0], "image_encoder": ["core", 0], "vae": ["core", 1], "width": size,
                                 "height": size, "fit": "squash"}},
-        # A reference node is no output: make both ends of the graph outputs through a frame preview.
+        # A reference node is no output: the prompt needs one output node to be valid; the two
+        # encodings are executed as extra outputs.
         "dummy": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}},
-        "layers": {"class_type": "ChampGuidanceLayers",
-                   "inputs": {"depth": ["dummy", 0], "depth_strength": 1.0, "normal_strength": 1.0,
-                              "semantic_map_strength": 1.0, "dwpose_strength": 1.0}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["dummy", 0]}},
     }
-    result = comfy_host.run(prompt, outputs=["layers", "ref_pack", "ref_core"])
+    result = comfy_host.run(prompt, outputs=["preview", "ref_pack", "ref_core"])
     assert result.success, result.error()
     pack = comfy_host.cached_output("ref_pack")[0][0]["encoding"]
     core = comfy_host.cached_output("ref_core")[0][0]["encoding"]

@@ -26,7 +26,7 @@ def generation_prompt(seed=7, steps=2, cfg=3.5, length=4, overlap=1, prefix="cha
         "ref": {"class_type": "LoadImage", "inputs": {"image": "champ_reference.png"}},
         "enc": {"class_type": "ChampImageEncoderVAELoader",
                 "inputs": {"image_encoder": "image_encoder", "vae": "sd-vae-ft-mse", "dtype": "fp32"}},
-        "model": {"class_type": "ChampModelLoader", "inputs": {"weights": "champ", "dtype": "fp32"}},
+        "model": {"class_type": "ChampModelLoader", "inputs": {"weights": "tiny", "dtype": "fp32"}},
         "reference": {"class_type": "ChampEncodeReference",
                       "inputs": {"image": ["ref", 0], "image_encoder": ["enc", 0], "vae": ["enc", 1], "width": W,
                                  "height": H, "fit": "squash"}},
@@ -60,21 +60,15 @@ def champ_core_latents(base, seed, steps, cfg, length, overlap, strengths=None):
     from champ_core.pipeline.windows import WindowOptions
 
     root = base / "models" / "champ"
-    pipe = ChampPipeline(load_champ_models(root / "champ"), load_diffusers_vae(root / "sd-vae-ft-mse"),
+    pipe = ChampPipeline(load_champ_models(root / "tiny"), load_diffusers_vae(root / "sd-vae-ft-mse"),
                          load_transformers_clip(root / "image_encoder"))
     reference = np.array(Image.open(base / "input" / "champ_reference.png").convert("RGB"))
     options = SamplingOptions(steps=steps, guidance_scale=cfg, seed=seed,
                               windows=WindowOptions(length=length, overlap=overlap),
                               guidance_strengths=strengths or dict.fromkeys(tiny_guidance_frames(1), 1.0))
     layers = {t: v for t, v in tiny_guidance_frames(FRAMES).items() if t in options.guidance_strengths}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        result = pipe.animate(reference, ArrayGuidance(layers), W, H, options,
-                              return_frames=False)
-    finally:
-        torch.set_num_threads(threads)
-    return result.latents
+    # ComfyUI's default threading, as the host ran the nodes
+    return pipe.animate(reference, ArrayGuidance(layers), W, H, options, return_frames=False).latents
 
 
 def saved_latent(result, node="save_latent"):
@@ -149,7 +143,8 @@ def test_bad_generation_size_names_the_problem(comfy_host):
     result = comfy_host.run(prompt)
     assert not result.success
     error = result.error()
-    assert error["node_type"] == "ChampSampler" and "multiple of 8" in error["exception_message"]
+    # The library checks the size where it is first used: encoding the reference at that size.
+    assert error["node_type"] == "ChampEncodeReference" and "multiple of 8" in error["exception_message"]
     assert "36x48" in error["exception_message"]
 
 
@@ -157,6 +152,8 @@ def test_missing_weights_folder_is_named(comfy_host):
     prompt = generation_prompt(prefix="champ_missing")
     prompt["model"]["inputs"]["weights"] = "does-not-exist"
     result = comfy_host.run(prompt)
-    # Rejected at validation (as POST /prompt does): the sampler and everything after it never ran.
-    assert result.node_errors and "model" in result.node_errors
-    assert "not in list" in str(result.node_errors["model"]) and "save" not in result.outputs
+    # Rejected at validation (as POST /prompt does) with the pack's message: nothing ran.
+    assert result.validation_error is not None and "model" in result.node_errors
+    details = result.node_errors["model"]["errors"][0]["details"]
+    assert "denoising_unet.pth" in details and str(comfy_host.base / "models" / "champ" / "does-not-exist") in details
+    assert "not in list" not in str(result.node_errors) and "save" not in result.outputs

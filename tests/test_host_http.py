@@ -19,7 +19,8 @@ def test_server_is_ours_and_lists_every_node(http_host):
     info = http_host.get_json("/object_info")
     assert declared_node_ids() <= set(info)
     layers = info["ChampGuidanceLayers"]
-    assert layers["category"] == "Champ/generation" and layers["output_node"] is True
+    # Not an output node: the guidance part must not run alone when the rest fails validation.
+    assert layers["category"] == "Champ/generation" and layers["output_node"] is False
     assert layers["input"]["optional"]["depth"][1]["tooltip"]
 
 

@@ -115,11 +115,14 @@ def test_missing_files_errors_name_the_files_and_the_folder(comfy_host):
     with pytest.raises(common.ChampNodeError) as err:
         models.ChampImageEncoderVAELoader().load("nowhere", "sd-vae-ft-mse", "fp32")
     assert "image_encoder/" in str(err.value) and champ_folder in str(err.value)
-    # With nothing installed the combo offers a placeholder that says where files go.
+    # The combo lists folders holding weights (not empty ones).
     empty = comfy_host.base / "models" / "champ" / "empty"
     empty.mkdir(exist_ok=True)
-    assert models.MISSING not in models.ChampModelLoader.INPUT_TYPES()["required"]["weights"][0]
-    assert "champ" in models.ChampModelLoader.INPUT_TYPES()["required"]["weights"][0]
+    listed = models.ChampModelLoader.INPUT_TYPES()["required"]["weights"][0]
+    assert "tiny" in listed and "empty" not in listed
+    # The same messages come first, from validation, before anything runs.
+    assert "denoising_unet.pth" in models.ChampModelLoader.VALIDATE_INPUTS(models.MISSING)
+    assert "image_encoder/" in models.ChampImageEncoderVAELoader.VALIDATE_INPUTS("nowhere", "sd-vae-ft-mse")
 
 
 def test_preview_sprites_keep_to_the_size_budget(comfy_host):
@@ -130,6 +133,8 @@ def test_preview_sprites_keep_to_the_size_budget(comfy_host):
         "3": {"class_type": "ChampGuidanceLayers",
               "inputs": {"dwpose": ["1", 0], "depth_strength": 1.0, "normal_strength": 1.0,
                          "semantic_map_strength": 1.0, "dwpose_strength": 1.0}},
+        "4": {"class_type": "ChampGuidanceFrame", "inputs": {"guidance": ["3", 0], "frame": 0}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["4", 0]}},
     }
     result = comfy_host.run(prompt)
     assert result.success, result.error()

@@ -52,7 +52,7 @@ def test_pack_imports_light_without_a_host(tmp_path):
     result = _import_in_fresh_interpreter(tmp_path)
     assert result["heavy"] == []
     assert result["absolute"] == []
-    assert result["groups"] == ["body", "generation", "models", "render"]
+    assert result["groups"] == ["body", "evaluation", "generation", "models", "pose", "render"]
     assert result["web"] == "./web" and (REPO / "web").is_dir()
     assert result["nodes"] == result["display"]
     assert "ChampGuidanceLayers" in result["nodes"]

@@ -215,12 +215,18 @@ def _render_in_parallel(backend_impl, batches, verts_np, faces, linear_colors, c
     bounded and progress keeps flowing; results are delivered in order.
     """
     uses_gl = backend_impl.name == "pyrender"
+    # Autograd modes are per thread and worker threads start with the defaults. The output tensors
+    # were made on the calling thread: under torch.inference_mode() (as ComfyUI runs every node)
+    # they are inference tensors, which only code inside inference mode may write into.
+    inference = torch.is_inference_mode_enabled()
+    grad = torch.is_grad_enabled()
 
     def work(verts: torch.Tensor, visible, target):
         torch.set_num_threads(1)  # this worker thread's own OpenMP setting
-        if visible is None:
-            visible = backend_impl.visible_faces(verts, faces, camera)
-        return render_batch(visible, verts, faces, linear_colors, camera, layers, target)
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            if visible is None:
+                visible = backend_impl.visible_faces(verts, faces, camera)
+            return render_batch(visible, verts, faces, linear_colors, camera, layers, target)
 
     with _single_threaded_torch(), ThreadPoolExecutor(max_workers=workers) as pool:
         pending: collections.deque = collections.deque()
