@@ -33,8 +33,18 @@ def project_out(attn, x: torch.Tensor) -> torch.Tensor:
     return attn.to_out[1](x)  # dropout (identity at p=0 / eval)
 
 
+# On a CPU, torch's fused attention kernel has a fixed cost per (sequence, head) that dominates for
+# the motion modules' short sequences (one per spatial position, as long as the window): there a
+# plain product + softmax is about twice as fast (docs/benchmarks.md). Longer key sequences (spatial
+# attention) and every GPU call use scaled_dot_product_attention.
+SHORT_KEYS_ON_CPU = 64
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v with heads already split; no mask."""
+    if q.device.type == "cpu" and k.shape[-2] <= SHORT_KEYS_ON_CPU and not torch.is_grad_enabled():
+        scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
 
 

@@ -1,13 +1,14 @@
 """UNet building blocks. Every 2D op runs per frame: video tensors are folded to (batch*frames, C, h, w).
 
 diffusers supplies the standard parts (ResnetBlock2D, BasicTransformerBlock, Downsample2D,
-Upsample2D, FeedForward); the motion modules (AnimateDiff v2 layout) are written here. Module and
+Upsample2D); the feed-forwards (`GEGLUFeedForward`, diffusers' layout) and the motion modules (AnimateDiff v2 layout) are written here. Module and
 parameter names follow the reference implementation's state dicts, so released weights load
 without renaming.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -31,6 +32,55 @@ def unfold_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
     return x.reshape(bf // frames, frames, c, h, w).permute(0, 2, 1, 3, 4)
 
 
+# Rows of a feed-forward's input processed at once in inference, so its widest intermediate (the
+# GEGLU projection, 8x the channels) stays about this many elements: 4 MiB in fp32 on a CPU, where
+# fresh buffers above glibc's 32 MiB mmap threshold cost a page fault per 4 KiB; on a GPU the
+# caching allocator has no such cost, so the chunks are only there to bound peak memory.
+FEED_FORWARD_CHUNK_ELEMENTS = {"cpu": 1 << 20}
+FEED_FORWARD_CHUNK_ELEMENTS_DEFAULT = 1 << 26
+
+
+class GEGLUFeedForward(nn.Module):
+    """diffusers' `FeedForward(dim, activation_fn="geglu")` with the same parameter names
+    (`net.0.proj`, `net.2`), and an inference path that computes the same numbers with less memory
+    traffic: row chunks, GELU and the gate product in place, the output projection written into one
+    preallocated tensor (measured bit-identical on CPU; docs/benchmarks.md). With autograd on, it
+    runs diffusers' formula unchanged."""
+
+    def __init__(self, dim: int, mult: int = 4):
+        super().__init__()
+        inner = dim * mult
+        projection = nn.Module()
+        projection.proj = nn.Linear(dim, inner * 2)
+        self.net = nn.ModuleList([projection, nn.Dropout(0.0), nn.Linear(inner, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        proj, out = self.net[0].proj, self.net[2]
+        if torch.is_grad_enabled() or self.training:
+            hidden, gate = proj(x).chunk(2, dim=-1)
+            return out(self.net[1](hidden * torch.nn.functional.gelu(gate)))
+        return geglu_feed_forward(x, proj.weight, proj.bias, out.weight, out.bias)
+
+
+def geglu_feed_forward(x: torch.Tensor, w_in: torch.Tensor, b_in: torch.Tensor, w_out: torch.Tensor,
+                       b_out: torch.Tensor, chunk_elements: int | None = None) -> torch.Tensor:
+    """out(h * gelu(g)) with [h, g] = x @ w_in.T + b_in, for inference (no autograd)."""
+    inner = w_in.shape[0] // 2
+    rows_in = x.reshape(-1, x.shape[-1])
+    rows = rows_in.shape[0]
+    if chunk_elements is None:
+        chunk_elements = FEED_FORWARD_CHUNK_ELEMENTS.get(x.device.type, FEED_FORWARD_CHUNK_ELEMENTS_DEFAULT)
+    chunk = max(1, chunk_elements // (2 * inner))
+    result = torch.empty((rows, w_out.shape[0]), dtype=x.dtype, device=x.device)
+    for start in range(0, rows, chunk):
+        projected = torch.nn.functional.linear(rows_in[start:start + chunk], w_in, b_in)
+        hidden, gate = projected[:, :inner], projected[:, inner:]
+        torch.ops.aten.gelu_(gate)
+        hidden.mul_(gate)
+        torch.addmm(b_out, hidden, w_out.t(), out=result[start:start + chunk])
+    return result.view(*x.shape[:-1], w_out.shape[0])
+
+
 class SpatialTransformer(nn.Module):
     """GroupNorm, 1x1 conv in, transformer block(s) over the h*w tokens of each image, 1x1 conv out, residual."""
 
@@ -43,6 +93,8 @@ class SpatialTransformer(nn.Module):
         self.transformer_blocks = nn.ModuleList(
             [BasicTransformerBlock(channels, heads, channels // heads, cross_attention_dim=cross_attention_dim)]
         )
+        for block in self.transformer_blocks:  # same parameter names, faster inference path
+            block.ff = GEGLUFeedForward(channels)
         self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -101,8 +153,6 @@ class TemporalSelfAttention(nn.Module):
 
 class TemporalTransformerBlock(nn.Module):
     def __init__(self, channels: int, config: MotionModuleConfig):
-        from diffusers.models.attention import FeedForward
-
         super().__init__()
         self.attention_blocks = nn.ModuleList(
             [
@@ -111,7 +161,7 @@ class TemporalTransformerBlock(nn.Module):
             ]
         )
         self.norms = nn.ModuleList([nn.LayerNorm(channels) for _ in range(config.num_attention_blocks)])
-        self.ff = FeedForward(channels, dropout=0.0, activation_fn="geglu")
+        self.ff = GEGLUFeedForward(channels)
         self.ff_norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
@@ -156,6 +206,31 @@ class MotionModule(nn.Module):
 # UNet stages
 
 
+class Checkpointed(nn.Module):
+    """Optional gradient checkpointing of a stage's units (set by `_UNetCore.set_gradient_checkpointing`).
+
+    Non-reentrant `torch.utils.checkpoint`: tensors that leave a unit through a side channel (the
+    ReferenceNet's recorded tokens) keep their gradient path. `recompute_context`, when set by the
+    UNet for the duration of a forward, returns a context manager that puts per-call state (the
+    reference readers') back while a unit is recomputed during backward.
+    """
+
+    gradient_checkpointing: bool = False
+    recompute_context = None
+
+    def _run(self, fn, *args):
+        if not (self.gradient_checkpointing and torch.is_grad_enabled()):
+            return fn(*args)
+        from torch.utils.checkpoint import checkpoint
+
+        factory = self.recompute_context
+
+        def contexts():
+            return contextlib.nullcontext(), (factory() if factory is not None else contextlib.nullcontext())
+
+        return checkpoint(fn, *args, use_reentrant=False, context_fn=contexts)
+
+
 def _resnet(in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float) -> nn.Module:
     from diffusers.models.resnet import ResnetBlock2D
 
@@ -164,7 +239,7 @@ def _resnet(in_channels: int, out_channels: int, temb_channels: int, groups: int
     )
 
 
-class Stage(nn.Module):
+class Stage(Checkpointed):
     """Shared forward of the down/up stages: resnet -> [spatial transformer] -> [motion module] per unit."""
 
     resnets: nn.ModuleList
@@ -207,7 +282,7 @@ class DownStage(Stage):
     def forward(self, x, temb, context, frames):
         skips = []
         for i in range(len(self.resnets)):
-            x = self._unit(i, x, temb, context, frames)
+            x = self._run(self._unit, i, x, temb, context, frames)
             skips.append(x)
         if getattr(self, "downsamplers", None) is not None:
             x = self.downsamplers[0](x)
@@ -233,13 +308,13 @@ class UpStage(Stage):
     def forward(self, x, skips, temb, context, frames, upsample_size=None):
         for i in range(len(self.resnets)):
             x = torch.cat([x, skips.pop()], dim=1)
-            x = self._unit(i, x, temb, context, frames)
+            x = self._run(self._unit, i, x, temb, context, frames)
         if getattr(self, "upsamplers", None) is not None:
             x = self.upsamplers[0](x, upsample_size)
         return x
 
 
-class MidStage(nn.Module):
+class MidStage(Checkpointed):
     """resnet -> spatial transformer -> [motion module] -> resnet."""
 
     def __init__(self, channels: int, temb_channels: int, cross_attention_dim: int, heads: int, groups: int,
@@ -250,9 +325,12 @@ class MidStage(nn.Module):
         if motion is not None:
             self.motion_modules = nn.ModuleList([MotionModule(channels, motion)])
 
-    def forward(self, x, temb, context, frames):
+    def _units(self, x, temb, context, frames):
         x = self.resnets[0](x, temb)
         x = self.attentions[0](x, context)
         if getattr(self, "motion_modules", None) is not None:
             x = self.motion_modules[0](x, frames)
         return self.resnets[1](x, temb)
+
+    def forward(self, x, temb, context, frames):
+        return self._run(self._units, x, temb, context, frames)
