@@ -243,6 +243,21 @@ def mask_to_uint8(mask: torch.Tensor, name: str) -> np.ndarray:
     return _to_uint8(mask)
 
 
+def temp_preview(pixels: np.ndarray, prefix: str) -> dict:
+    """An (H, W, 3) uint8 picture as a PNG in ComfyUI's temp folder, in the `ui.images` entry format
+    (what Preview Image does), for a node's own preview."""
+    import uuid
+
+    import folder_paths
+    from PIL import Image
+
+    folder = os.path.join(folder_paths.get_temp_directory(), "champ_preview")
+    os.makedirs(folder, exist_ok=True)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}.png"
+    Image.fromarray(pixels).save(os.path.join(folder, name), compress_level=1)
+    return {"filename": name, "subfolder": "champ_preview", "type": "temp"}
+
+
 def uint8_to_mask(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).to(torch.float32).div_(255.0)
 

@@ -11,6 +11,7 @@ from ._common import (
     image_to_uint8,
     log,
     model_folder_paths,
+    temp_preview,
     uint8_to_image,
 )
 
@@ -110,21 +111,7 @@ class ChampEvaluate:
         report = "\n".join(lines)
         log.info("Champ Evaluate:\n%s", result.table())
         plot = plot_result(result)
-        return {"ui": {"images": [_temp_preview(plot)]}, "result": (report, uint8_to_image(plot[None]))}
-
-
-def _temp_preview(pixels) -> dict:
-    """The plot as a PNG in ComfyUI's temp folder, shown on the node."""
-    import uuid
-
-    import folder_paths
-    from PIL import Image
-
-    folder = os.path.join(folder_paths.get_temp_directory(), "champ_preview")
-    os.makedirs(folder, exist_ok=True)
-    name = f"champ_eval_{uuid.uuid4().hex[:12]}.png"
-    Image.fromarray(pixels).save(os.path.join(folder, name), compress_level=1)
-    return {"filename": name, "subfolder": "champ_preview", "type": "temp"}
+        return {"ui": {"images": [temp_preview(plot, "champ_eval")]}, "result": (report, uint8_to_image(plot[None]))}
 
 
 NODES = [ChampEvaluate]

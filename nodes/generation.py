@@ -24,6 +24,7 @@ from ._common import (
     input_files,
     mask_to_uint8,
     resolve_input_file,
+    temp_preview,
     uint8_to_image,
 )
 
@@ -204,22 +205,7 @@ class ChampLoadImage:
             pixels = to_rgb_uint8(path)
         except InputError as err:
             raise ChampNodeError(f"Champ Load Image: {err}") from err
-        return {"ui": {"images": [_temp_preview(pixels)]}, "result": (uint8_to_image(pixels[None]),)}
-
-
-def _temp_preview(pixels) -> dict:
-    """The image as a PNG in ComfyUI's temp folder, for the node's preview (what Preview Image does)."""
-    import os
-    import uuid
-
-    import folder_paths
-    from PIL import Image
-
-    folder = os.path.join(folder_paths.get_temp_directory(), "champ_preview")
-    os.makedirs(folder, exist_ok=True)
-    name = f"champ_image_{uuid.uuid4().hex[:12]}.png"
-    Image.fromarray(pixels).save(os.path.join(folder, name), compress_level=1)
-    return {"filename": name, "subfolder": "champ_preview", "type": "temp"}
+        return {"ui": {"images": [temp_preview(pixels, "champ_image")]}, "result": (uint8_to_image(pixels[None]),)}
 
 
 class ChampEncodeReference:
