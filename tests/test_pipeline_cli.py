@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from parity_fixture import FIXTURE, FRAMES, HEIGHT, PIPE, WIDTH, guidance_strips, max_frames, run_windows
 from PIL import Image
 
@@ -38,10 +37,7 @@ def setup(tmp_path_factory):
     reference = np.array(Image.open(PIPE / "reference.png").convert("RGB"))
     rgba = np.concatenate([reference, np.full((*reference.shape[:2], 1), 255, np.uint8)], -1)
     Image.fromarray(rgba, "RGBA").save(root / "ref_rgba.png")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield root
-    torch.set_num_threads(threads)
 
 
 def test_animate_writes_video_and_grid(setup, tmp_path, capsys):

@@ -28,8 +28,6 @@ def tiny():
     from champ_core.pipeline.codecs import load_diffusers_vae, load_transformers_clip
     from champ_core.pipeline.sampling import ChampPipeline
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     models = load_champ_models(FIXTURE / "unet", guidance_folder=PIPE)
     pipe = ChampPipeline(models, load_diffusers_vae(PIPE / "vae"), load_transformers_clip(PIPE / "image_encoder"))
     strips = {t: np.array(Image.open(PIPE / f"guidance_{t}.png").convert("RGB")) for t in GUIDANCE_TYPES}
@@ -37,7 +35,6 @@ def tiny():
     height, width = 8 * h, 8 * w  # the strips stack the frames vertically
     guidance = ArrayGuidance({t: s.reshape(frames, height, width, 3) for t, s in strips.items()})
     yield pipe, guidance, width, height
-    torch.set_num_threads(threads)
 
 
 class FrameCounter:

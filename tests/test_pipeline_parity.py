@@ -41,13 +41,10 @@ def tiny():
     from champ_core.models import load_champ_models
     from champ_core.pipeline.codecs import load_diffusers_vae, load_transformers_clip
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny networks run faster on one thread on a shared 2-core machine
     models = load_champ_models(FIXTURE / "unet", guidance_folder=PIPE)
     pipe = ChampPipeline(models, load_diffusers_vae(PIPE / "vae"), load_transformers_clip(PIPE / "image_encoder"))
     guidance = ArrayGuidance(guidance_strips())
     yield pipe, guidance, load_file(PIPE / "intermediates.safetensors")
-    torch.set_num_threads(threads)
 
 
 def test_reference_and_guidance_encoding(tiny):
