@@ -71,18 +71,10 @@ def _remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path next to `path` (same suffix); rename it to `path` when the block succeeds."""
-    target = Path(path)
-    suffix = target.suffix if suffix is None else suffix
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f"{PARTIAL_MARK}{suffix}", dir=target.parent)
-    os.close(fd)
-    temporary = Path(name)
+def _removed_on_failure(temporary: Path, target: Path) -> Iterator[None]:
+    """Remove `temporary` if the block fails; OS errors name `target` (what the user asked for)."""
     try:
-        yield temporary
-        normal_file_mode(temporary)
-        os.replace(temporary, target)
+        yield
     except OSError as exc:
         _remove(temporary)
         named = blame_target(exc, target, temporary)
@@ -92,6 +84,21 @@ def atomic_file(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     except BaseException:
         _remove(temporary)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to `path` (same suffix); rename it to `path` when the block succeeds."""
+    target = Path(path)
+    suffix = target.suffix if suffix is None else suffix
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f"{PARTIAL_MARK}{suffix}", dir=target.parent)
+    os.close(fd)
+    temporary = Path(name)
+    with _removed_on_failure(temporary, target):
+        yield temporary
+        normal_file_mode(temporary)
+        os.replace(temporary, target)
 
 
 @contextlib.contextmanager
@@ -108,19 +115,10 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         raise FileExistsError(17, "folder exists and is not empty", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_MARK, dir=target.parent))
-    try:
+    with _removed_on_failure(temporary, target):
         normal_dir_mode(temporary)
         yield temporary
         replace_dir(temporary, target)
-    except OSError as exc:
-        _remove(temporary)
-        named = blame_target(exc, target, temporary)
-        if named is not exc:
-            raise named from exc
-        raise
-    except BaseException:
-        _remove(temporary)
-        raise
 
 
 def replace_dir(source: Path, target: Path) -> None:
