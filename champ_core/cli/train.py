@@ -2,6 +2,8 @@
 
     python -m champ_core train check-data ROOT [--guids depth normal ...] [--data-parts all] [--bbox-crop]
     python -m champ_core train stage1|stage2 --config FILE.yaml [--set key=value ...] [--resume latest|STEP]
+    python -m champ_core train vae --config configs/train/small_vae.yaml [--set key=value ...]
+    python -m champ_core train export-builtin --work WORK/small [--out models/champ/builtin]
 
 Sub-commands live in `SUBCOMMANDS` (name -> help, add_arguments, run), each with its heavy imports
 inside its `run`, so `--help` stays fast.
@@ -110,6 +112,32 @@ def run_vae(args) -> int:
     return 0
 
 
+# -- export-builtin --------------------------------------------------------------------------
+
+EXPORT_HELP = ("pack a trained small model (the work folder of configs/train/train_builtin.sh) as the built-in "
+               "model: fp16 safetensors, model card, SHA256SUMS")
+
+
+def add_export_arguments(parser) -> None:
+    parser.add_argument("--work", required=True, metavar="DIR", help="WORK/small of train_builtin.sh (vae/, stage1/, "
+                        "stage2/, timings.json)")
+    parser.add_argument("--out", default="models/champ/builtin", metavar="DIR",
+                        help="where to write it (default: models/champ/builtin, replaced as a whole)")
+
+
+def run_export(args) -> int:
+    from ..train.config import ConfigError
+    from ..train.export import export_builtin
+    from . import CommandError
+
+    try:
+        folder = export_builtin(args.work, args.out)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"wrote {folder} (model_card.json, MODEL_CARD.md, SHA256SUMS)")
+    return 0
+
+
 # -- dispatch ---------------------------------------------------------------------------------
 
 # sub-command -> (help, add_arguments(parser), run(args) -> int)
@@ -118,6 +146,7 @@ SUBCOMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "stage1": (STAGE_HELP["stage1"], add_stage_arguments, lambda args: run_stage("stage1", args)),
     "stage2": (STAGE_HELP["stage2"], add_stage_arguments, lambda args: run_stage("stage2", args)),
     "vae": (VAE_HELP, add_vae_arguments, run_vae),
+    "export-builtin": (EXPORT_HELP, add_export_arguments, run_export),
 }
 
 
