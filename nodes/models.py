@@ -6,6 +6,7 @@ import os
 
 import torch
 
+from ..champ_core.models.builtin import BUILTIN_CHOICE, CHAMP_SUBDIR, CLIP_SUBDIR, VAE_SUBDIR
 from ..champ_core.pipeline.codecs import SD_VAE_SCALING_FACTOR
 from ._common import (
     CATEGORY,
@@ -26,6 +27,22 @@ VAE_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin
              "diffusion_pytorch_model.fp16.safetensors")
 MISSING = "(none found in models/champ)"
 MAX_DEPTH = 3
+
+
+def _builtin_folder(subdir: str) -> str:
+    """A part of the pack's built-in model (ChampNodeError when the pack's copy is incomplete)."""
+    from ..champ_core.models.builtin import builtin_model_dir
+    from ..champ_core.models.errors import CheckpointError
+
+    try:
+        return str(builtin_model_dir() / subdir)
+    except CheckpointError as err:
+        raise ChampNodeError(str(err)) from None
+
+
+def _choices(predicate) -> list[str]:
+    """The built-in model first (works out of the box), then the user's folders under models/champ."""
+    return [BUILTIN_CHOICE] + [c for c in _candidate_folders(predicate) if c != MISSING]
 
 
 def _candidate_folders(predicate) -> list[str]:
@@ -79,6 +96,8 @@ def _missing_champ_files(folder: str) -> list[str]:
 
 def _check_champ_weights(choice: str) -> str:
     """The weights folder for a combo value, or ChampNodeError naming the missing files and the folder."""
+    if choice == BUILTIN_CHOICE:
+        return _builtin_folder(CHAMP_SUBDIR)
     roots = model_folder_paths(CHAMP_FOLDER)
     wanted = os.path.join(roots[0], "champ" if choice == MISSING else choice)
     if choice != MISSING:
@@ -98,7 +117,9 @@ def _check_champ_weights(choice: str) -> str:
         "refresh")
 
 
-def _check_component(choice: str, what: str, names, expected: str) -> str:
+def _check_component(choice: str, what: str, names, expected: str, builtin_subdir: str) -> str:
+    if choice == BUILTIN_CHOICE:
+        return _builtin_folder(builtin_subdir)
     roots = model_folder_paths(CHAMP_FOLDER)
     if choice != MISSING:
         for root in roots:
@@ -185,8 +206,10 @@ class ChampModelLoader:
         return {
             "required": {
                 "weights": (
-                    _candidate_folders(_has_champ_weights),
-                    {"tooltip": "Folder under models/champ with the Champ weight files ('.' = models/champ itself)."},
+                    _choices(_has_champ_weights),
+                    {"tooltip": "The pack's built-in small model (128 px, trained on generated people: real photos "
+                                "are outside its domain), or a folder under models/champ with the Champ weight "
+                                "files ('.' = models/champ itself)."},
                 ),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": "Compute precision; auto = fp16/bf16 on GPUs that "
                                                                  "support it, fp32 otherwise."}),
@@ -241,12 +264,14 @@ class ChampImageEncoderVAELoader:
         return {
             "required": {
                 "image_encoder": (
-                    _candidate_folders(lambda f: _has_files(f, CLIP_FILES)),
-                    {"tooltip": "Folder under models/champ with the CLIP image encoder (transformers layout)."},
+                    _choices(lambda f: _has_files(f, CLIP_FILES)),
+                    {"tooltip": "The built-in model's image encoder, or a folder under models/champ with the CLIP "
+                                "image encoder (transformers layout)."},
                 ),
                 "vae": (
-                    _candidate_folders(lambda f: _has_files(f, VAE_FILES)),
-                    {"tooltip": "Folder under models/champ with the VAE (diffusers layout)."},
+                    _choices(lambda f: _has_files(f, VAE_FILES)),
+                    {"tooltip": "The built-in model's VAE, or a folder under models/champ with the VAE (diffusers "
+                                "layout)."},
                 ),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": "Precision of both modules."}),
             }
@@ -255,8 +280,8 @@ class ChampImageEncoderVAELoader:
     @classmethod
     def VALIDATE_INPUTS(cls, image_encoder, vae):
         def check():
-            _check_component(image_encoder, "CLIP image encoder", CLIP_FILES, CLIP_EXPECTED)
-            _check_component(vae, "VAE", VAE_FILES, VAE_EXPECTED)
+            _check_component(image_encoder, "CLIP image encoder", CLIP_FILES, CLIP_EXPECTED, CLIP_SUBDIR)
+            _check_component(vae, "VAE", VAE_FILES, VAE_EXPECTED, VAE_SUBDIR)
 
         return _validation(check)
 
@@ -266,9 +291,9 @@ class ChampImageEncoderVAELoader:
         from ..champ_core.models import load_image_encoder, load_vae
         from ..champ_core.pipeline.codecs import DiffusersVAE, TransformersCLIP
 
-        clip_folder = _check_component(image_encoder, "CLIP image encoder", CLIP_FILES, CLIP_EXPECTED)
-        vae_folder = _check_component(vae, "VAE", VAE_FILES, VAE_EXPECTED)
-        if image_encoder == vae:
+        clip_folder = _check_component(image_encoder, "CLIP image encoder", CLIP_FILES, CLIP_EXPECTED, CLIP_SUBDIR)
+        vae_folder = _check_component(vae, "VAE", VAE_FILES, VAE_EXPECTED, VAE_SUBDIR)
+        if clip_folder == vae_folder:
             raise ChampNodeError("Champ Image Encoder & VAE Loader: the image encoder and the VAE must be different folders")
         torch_dtype = _torch_dtype(dtype, mm.get_torch_device())
         offload = mm.unet_offload_device()

@@ -31,8 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--reference", required=True, type=Path, help="reference image (any size; RGBA/gray accepted)")
     io.add_argument("--guidance", required=True, type=Path,
                     help="motion folder with depth/ normal/ semantic_map/ dwpose/ [mask/] (as written by `render`)")
-    io.add_argument("--weights", required=True, type=Path,
-                    help="folder with champ/, image_encoder/, sd-vae-ft-mse/ (released layout or converted safetensors)")
+    io.add_argument("--weights", default=None, type=Path,
+                    help="folder with champ/, image_encoder/, sd-vae-ft-mse/ (released layout or converted "
+                         "safetensors); default: the pack's built-in small model (models/champ/builtin, 128 px, "
+                         "trained on generated people)")
     io.add_argument("--out", required=True, type=Path, help="output video (.mp4)")
     io.add_argument("--grid", type=Path, default=None, help="also write reference | result | guidance maps here")
     io.add_argument("--frames", default=None, metavar="A:B", help="frame range of the motion folder (end exclusive)")
@@ -41,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="use only these guidance types (default: every type present in both folders)")
 
     gen = parser.add_argument_group("generation")
-    gen.add_argument("--width", type=int, default=512, help="generation width (default 512)")
-    gen.add_argument("--height", type=int, default=512, help="generation height (default 512)")
+    gen.add_argument("--width", type=int, default=None,
+                     help="generation width (default 512; the built-in model: its training size, 128)")
+    gen.add_argument("--height", type=int, default=None, help="generation height (default as --width)")
     gen.add_argument("--fit", choices=("squash", "crop", "pad"), default="squash",
                      help="how reference and maps reach the generation size (default squash, as the reference)")
     gen.add_argument("--output-size", type=_size, default=None, metavar="WxH",
@@ -93,10 +96,30 @@ def _quiet_loaders() -> None:
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 
 
+def apply_weight_defaults(args) -> None:
+    """No --weights: the built-in model, at the size it was trained at; otherwise 512x512 as the reference."""
+    from ..models.builtin import BUILTIN_DIR, builtin_model_dir, builtin_size
+    from ..models.errors import CheckpointError
+
+    if args.weights is None:
+        try:
+            args.weights = builtin_model_dir(BUILTIN_DIR)
+            size = builtin_size(args.weights)
+        except CheckpointError as exc:
+            raise CommandError(f"no --weights given and {exc}") from None
+    else:
+        size = (512, 512)
+    if args.height is None:
+        args.height = size[1] if args.width is None else args.width
+    if args.width is None:
+        args.width = size[0]
+
+
 def check_arguments(args) -> None:
     """Every check that needs no model: numbers, output paths, the device, the reference image."""
     from .errors import check_input_dir, check_input_file, check_output_file, check_positive
 
+    apply_weight_defaults(args)
     check_positive(args.fps, "--fps")
     check_positive(args.steps, "--steps", integer=True)
     check_positive(args.width, "--width", integer=True)

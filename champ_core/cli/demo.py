@@ -1,21 +1,36 @@
-"""`python -m champ_core demo`: guidance for a built-in motion, transferred onto a bundled photograph.
+"""`python -m champ_core demo`: the pack's own model animating a generated person, offline on a CPU.
 
-Runs offline in seconds on a CPU: the open body, a built-in motion, scikit-image's public-domain
-`astronaut` portrait with hand-placed keypoints shipped in the package. It fits the reference
-person (pose, camera, proportions), aligns the motion to them, renders the guidance maps and writes
-a motion folder with an mp4 preview and an overlay on the photograph.
+Default: a generated character the built-in model never saw (a held-out `synth-data` seed) follows
+a built-in motion. The demo renders its guidance maps, animates its first frame with the built-in
+model (models/champ/builtin) and writes OUT/animation.mp4, OUT/side_by_side.mp4 (reference |
+guidance | animation), OUT/reference.png, OUT/guidance/ and OUT/strip.jpg (the reference and six
+frames, guidance above animation; the README's picture).
+
+`--photo`: the guidance-only transfer onto a real photograph (scikit-image's public-domain
+`astronaut` with hand-placed keypoints): fit the person, align the motion, render the maps. The
+built-in model is not used there, because real photographs are outside its domain.
 """
 
 from __future__ import annotations
 
-HELP = "offline demo: fit the bundled reference photo, transfer a built-in motion, render guidance + previews"
+HELP = ("offline demo: the built-in model animates a generated person along a built-in motion (--photo: guidance "
+        "for a real photograph)")
+
+# The demo's character: a held-out synth-data seed (the quality bench uses HELD_OUT_SEED itself).
+DEMO_SEED_OFFSET = 7
+DEMO_FRAMES = 48
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="out/demo", help="output folder (default: ./out/demo)")
-    parser.add_argument("--motion", default="dance", help="built-in motion (walk, wave, turn, dance, idle) or a motion file")
-    parser.add_argument("--seconds", type=float, default=3.0, help="length of a built-in motion (default 3 s)")
+    parser.add_argument("--motion", default="dance", help="built-in motion (walk, wave, turn, dance, idle); with "
+                        "--photo also a motion file")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help=f"length of the motion (default: {DEMO_FRAMES} frames; with --photo 3 s)")
     parser.add_argument("--fps", type=float, default=24.0)
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the built-in model's)")
+    parser.add_argument("--character", type=int, default=0, help="which held-out generated character (default 0)")
+    parser.add_argument("--photo", action="store_true", help="guidance-only transfer onto the bundled photograph")
     parser.add_argument("--root-motion", default="follow", choices=("follow", "pin"))
     parser.add_argument("--orientation", default="motion", choices=("motion", "reference"))
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "pyrender"))
@@ -24,6 +39,120 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    return _run_photo(args) if args.photo else _run_builtin(args)
+
+
+def _run_builtin(args) -> int:
+    import time
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from tqdm import tqdm
+
+    from ..atomic import atomic_dir
+    from ..body.motions import BUILTIN_MOTIONS
+    from ..evaluation.quality import HELD_OUT_SEED
+    from ..models.builtin import BuiltinSampling, builtin_model_dir, builtin_size
+    from ..models.errors import CheckpointError
+    from ..pipeline.inputs import ArrayGuidance
+    from ..pipeline.loading import load_pipeline
+    from ..pipeline.sampling import SamplingOptions, to_uint8
+    from ..pipeline.windows import WindowOptions
+    from ..render.writer import MotionFolderError, write_motion_folder
+    from ..train.people import generate_video
+    from ..train.synth import SynthOptions
+    from ..video import VideoWriter
+    from . import CommandError
+    from .errors import check_output_dir, check_positive
+
+    start = time.time()
+    out = check_output_dir(args.out, "--out", overwrite=args.overwrite or args.out == "out/demo")
+    check_positive(args.fps, "--fps")
+    if args.motion not in BUILTIN_MOTIONS:
+        raise CommandError(f"--motion {args.motion}: not a built-in motion ({', '.join(BUILTIN_MOTIONS)}); motion "
+                           "files go with --photo or `animate`")
+    if args.seconds is not None:
+        check_positive(args.seconds, "--seconds")
+    frames = DEMO_FRAMES if args.seconds is None else max(2, round(args.seconds * args.fps))
+    if frames > 100_000:
+        raise CommandError(f"--seconds {args.seconds} at --fps {args.fps}: more than 100000 frames; give a shorter motion")
+    steps = BuiltinSampling.steps if args.steps is None else args.steps
+    check_positive(steps, "--steps", integer=True)
+    if args.character < 0:
+        raise CommandError(f"--character {args.character}: must be 0 or more")
+    try:
+        weights = builtin_model_dir()
+        size = builtin_size(weights)[0]
+    except CheckpointError as exc:
+        raise CommandError(str(exc)) from None
+
+    print(f"1/4 generating a held-out character doing '{args.motion}' ({frames} frames at {size}x{size}) ...")
+    options = SynthOptions(videos=1, frames=frames, size=size, seed=HELD_OUT_SEED + DEMO_SEED_OFFSET,
+                           motions="builtin", fps=args.fps, builtin_motion=args.motion)
+    video = generate_video(options, args.character)
+    reference = video.images[0]
+    guidance = ArrayGuidance({t: video.layers[t] for t in ("depth", "normal", "semantic_map", "dwpose")},
+                             mask=video.layers["mask"])
+    print("2/4 loading the built-in model ...")
+    pipeline = load_pipeline(weights, dtype=torch.float32, device="cpu")
+    sampling = SamplingOptions(steps=steps, guidance_scale=BuiltinSampling.guidance_scale, seed=BuiltinSampling.seed,
+                               solver=BuiltinSampling.solver, beta_schedule=BuiltinSampling.beta_schedule,
+                               windows=WindowOptions(length=min(BuiltinSampling.window_length, frames),
+                                                     overlap=BuiltinSampling.window_overlap if frames >
+                                                     BuiltinSampling.window_length else 0))
+    print(f"3/4 animating ({steps} steps, CFG {BuiltinSampling.guidance_scale}) ...")
+    bars: dict = {}
+
+    def progress(event) -> None:
+        bar = bars.get(event.phase)
+        if bar is None:
+            bar = bars[event.phase] = tqdm(total=event.total, desc=event.phase, dynamic_ncols=True)
+        bar.update(event.done - bar.n)
+
+    try:
+        encoded = pipeline.encode_reference(reference, size, size, "squash")
+        latents = pipeline.denoise(encoded, guidance, size, size, sampling, "squash", progress=progress)
+        animation = np.concatenate([to_uint8(chunk) for _, chunk in pipeline.decode(latents, 8, None, progress)])
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print("4/4 writing the videos, the reference and the guidance maps ...")
+    with atomic_dir(out, overwrite=True) as staging:
+        try:
+            write_motion_folder(staging / "guidance", video.layers, fps=args.fps, reference=reference, previews=True,
+                                overwrite=True)
+        except MotionFolderError as exc:
+            raise CommandError(str(exc)) from exc
+        Image.fromarray(reference).save(staging / "reference.png")
+        video.motion.save(staging / "motion.npz")
+        with VideoWriter(staging / "animation.mp4", args.fps) as writer:
+            writer.write(animation)
+        tiles = [np.repeat(reference[None], len(animation), 0), video.layers["semantic_map"], animation]
+        with VideoWriter(staging / "side_by_side.mp4", args.fps) as writer:
+            writer.write(np.concatenate(tiles, axis=2))
+        Image.fromarray(frame_strip(reference, video.layers["semantic_map"], animation)).save(
+            staging / "strip.jpg", quality=90)
+    print(f"\nwrote {out / 'animation.mp4'} ({len(animation)} frames at {size}x{size}), {out / 'side_by_side.mp4'} "
+          f"(reference | guidance | animation), {out / 'reference.png'} and {out / 'guidance'}/ "
+          f"in {time.time() - start:.1f} s")
+    print("The built-in model is trained on generated mannequins only; for real photographs use the released Champ "
+          "weights (see README) with `python -m champ_core animate --weights ...`.")
+    return 0
+
+
+def frame_strip(reference, guidance, animation, columns: int = 6):
+    """One picture of a run: the reference, then `columns` evenly spaced frames, guidance above animation."""
+    import numpy as np
+
+    picks = np.linspace(0, len(animation) - 1, min(columns, len(animation))).round().astype(int)
+    blank = np.full_like(reference, 255)
+    top = np.concatenate([blank] + [guidance[i] for i in picks], axis=1)
+    bottom = np.concatenate([reference] + [animation[i] for i in picks], axis=1)
+    return np.concatenate([top, bottom], axis=0)
+
+
+def _run_photo(args) -> int:
     import time
     from pathlib import Path
 
@@ -46,6 +175,7 @@ def run(args) -> int:
     overwrite = args.overwrite or args.out == "out/demo"
     out = check_output_dir(args.out, "--out", overwrite=overwrite)
     check_positive(args.fps, "--fps")
+    args.seconds = 3.0 if args.seconds is None else args.seconds
     check_positive(args.seconds, "--seconds")
     if args.seconds * args.fps > 100_000:
         raise CommandError(f"--seconds {args.seconds} at --fps {args.fps}: more than 100000 frames; give a shorter motion")

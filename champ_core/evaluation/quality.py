@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.builtin import BUILTIN_DIR, IMAGE_SIZE, BuiltinSampling
 from .errors import EvaluationError
 from .foreground import foreground_region, mask_iou, masked_psnr, person_mask, temporal_errors
 
@@ -48,10 +49,9 @@ HELD_OUT_SEED = 1_000_000
 QUALITY_DIR_ENV = "CHAMP_QUALITY_DIR"
 HELD_OUT_MOTIONS = "random"
 
-# Where the pack's own small model lives (the released weights layout: champ/, image_encoder/, sd-vae-ft-mse/).
-PACK_DIR = Path(__file__).resolve().parents[2]
-BUILTIN_MODEL_DIR = PACK_DIR / "models" / "champ" / "builtin"
-DEFAULT_SIZE = 128  # used when the weights folder records no image size
+# Where the pack's own small model lives (champ_core/models/builtin.py: champ/, image_encoder/, vae/).
+BUILTIN_MODEL_DIR = BUILTIN_DIR
+DEFAULT_SIZE = IMAGE_SIZE  # used when the weights folder records no image size
 SIZE_KEYS = ("image_size", "resolution")  # in champ_weights.json or model_card.json of the weights folder
 
 DEFAULT_VIDEOS = 4
@@ -235,11 +235,11 @@ class QualitySettings:
     height: int | None = None
     videos: int = DEFAULT_VIDEOS
     frames: int = DEFAULT_FRAMES
-    steps: int = 20
-    guidance_scale: float = 3.5  # the shipped templates' CFG
-    seed: int = 42  # the shipped templates' seed (initial noise)
-    solver: str = "ddim"
-    beta_schedule: str = "linear"
+    steps: int = BuiltinSampling.steps  # the shipped templates' settings
+    guidance_scale: float = BuiltinSampling.guidance_scale
+    seed: int = BuiltinSampling.seed  # initial noise
+    solver: str = BuiltinSampling.solver
+    beta_schedule: str = BuiltinSampling.beta_schedule
     sequence_seed: int = HELD_OUT_SEED
     sequences_dir: Path | None = None  # a synth-data folder instead of generating (CHAMP_QUALITY_DIR)
     device: str = "cpu"

@@ -58,7 +58,8 @@ def _random_motion(rng: np.random.Generator, options: SynthOptions, body: BodyMo
     betas = np.clip(rng.normal(0.0, options.betas_std, size=(1, 10)), -2.5, 2.5)
     fill = float(rng.uniform(*options.height_range))
     if source == "builtin":
-        name = str(rng.choice(BUILTIN_MOTIONS))
+        name = str(rng.choice(BUILTIN_MOTIONS))  # drawn even when fixed, so the rest of the video stays the same
+        name = options.builtin_motion or name
         motion = builtin_motion(name, body, seconds=options.frames / options.fps, fps=options.fps, camera=camera,
                                 betas=betas, fill=fill, start=float(rng.uniform(0.0, 4.0)))  # fmt: skip
     else:

@@ -39,6 +39,7 @@ class SynthOptions:
     height_range: tuple[float, float] = (0.5, 0.9)  # person height / frame height
     yaw_range_deg: tuple[float, float] = (-60.0, 60.0)
     betas_std: float = 1.0
+    builtin_motion: str | None = None  # with motions="builtin": this built-in motion only (the demo's)
 
     def validate(self) -> None:
         if self.videos < 1:
@@ -51,6 +52,12 @@ class SynthOptions:
             raise SynthError(f"--motions must be one of {', '.join(MOTION_SOURCES)}; got {self.motions!r}")
         if self.seed < 0:
             raise SynthError(f"--seed must be a non-negative integer; got {self.seed}")
+        if self.builtin_motion is not None:
+            from ..body.motions import BUILTIN_MOTIONS
+
+            if self.motions != "builtin" or self.builtin_motion not in BUILTIN_MOTIONS:
+                raise SynthError(f"builtin_motion {self.builtin_motion!r} needs motions='builtin' and one of "
+                                 f"{', '.join(BUILTIN_MOTIONS)}")
 
 
 def video_name(index: int) -> str:
