@@ -31,20 +31,30 @@ REFERENCE_IMAGE = "champ_example_reference.jpg"
 MOTION_FILE = "champ_example_motion.npz"
 KEYPOINT_FILE = "champ_example_driving_keypoints.json"
 REFERENCE_KEYPOINT_FILE = "champ_example_reference_keypoints.json"
-EXAMPLE_FILES = (REFERENCE_IMAGE, MOTION_FILE, KEYPOINT_FILE, REFERENCE_KEYPOINT_FILE)
+# The animation templates' reference: a generated person (held-out seed) the built-in model never saw,
+# its own motion (camera = its framing), the keypoints of its first frame and its empty background.
+MANNEQUIN_IMAGE = "champ_example_mannequin.png"
+MANNEQUIN_MOTION = "champ_example_mannequin_motion.npz"
+MANNEQUIN_KEYPOINTS = "champ_example_mannequin_keypoints.json"
+MANNEQUIN_BACKGROUND = "champ_example_mannequin_background.png"
+MANNEQUIN_SEED_OFFSET, MANNEQUIN_CLIP = 11, "dance"
+EXAMPLE_FILES = (REFERENCE_IMAGE, MOTION_FILE, KEYPOINT_FILE, REFERENCE_KEYPOINT_FILE, MANNEQUIN_IMAGE,
+                 MANNEQUIN_MOTION, MANNEQUIN_KEYPOINTS, MANNEQUIN_BACKGROUND)
 OPEN_BODY = "open body (built-in, no SMPL files needed)"
 # The shipped example motions: 2 s at 24 fps, 512 x 512 camera.
 EXAMPLE_FRAMES, EXAMPLE_FPS, EXAMPLE_SIZE = 48, 24.0, 512
 MOTION_CLIP, DRIVING_CLIP = "dance", "wave"
 
 MODEL_NOTE = (
-    "Model files (nothing is downloaded):\n"
+    "Model: the pack's built-in small Champ (listed first in both loaders; nothing to download).\n"
+    "It is 128 px and trained on generated mannequins only: real photographs are outside its domain.\n"
+    "For photos, put the released Champ weights in your model folders and choose them in the loaders:\n"
     "ComfyUI/models/champ/champ/  denoising_unet.pth, reference_unet.pth, motion_module.pth,\n"
     "    guidance_encoder_depth.pth, guidance_encoder_normal.pth, guidance_encoder_semantic_map.pth,\n"
     "    guidance_encoder_dwpose.pth  (the champ/ folder of the HF repo fudan-generative-ai/champ)\n"
     "ComfyUI/models/champ/image_encoder/  config.json + model.safetensors or pytorch_model.bin\n"
     "ComfyUI/models/champ/sd-vae-ft-mse/  config.json + diffusion_pytorch_model.safetensors\n"
-    "Until they are there, Run stops at validation with a message naming the missing files.\n"
+    "and set Champ Encode Reference to 512 x 512.\n"
     "Optional: SMPL_NEUTRAL.pkl in ComfyUI/models/smpl/ (else the built-in open body is used).\n"
     "Alternative for the encoder and VAE: Load CLIP Vision (models/clip_vision) + Load VAE\n"
     "(models/vae) into 'Champ Use Core CLIP Vision & VAE'."
@@ -71,18 +81,23 @@ def _video_nodes(x0: int, y0: int, prefix: str) -> list[dict]:
 
 
 def _generation_nodes(x0: int, y0: int) -> list[dict]:
+    from champ_core.models.builtin import BUILTIN_CHOICE, IMAGE_SIZE, BuiltinSampling
+
     return [
         {"id": "reference_image", "type": "ChampLoadImage", "pos": [x0, y0], "size": [320, 380],
-         "widgets": {"image": REFERENCE_IMAGE + TAG}, "title": "Reference image"},
+         "widgets": {"image": MANNEQUIN_IMAGE + TAG}, "title": "Reference image"},
         {"id": "encoders", "type": "ChampImageEncoderVAELoader", "pos": [x0, y0 + 420],
-         "widgets": {"image_encoder": "image_encoder", "vae": "sd-vae-ft-mse", "dtype": "auto"}},
-        {"id": "model", "type": "ChampModelLoader", "pos": [x0, y0 + 580], "widgets": {"weights": "champ",
+         "widgets": {"image_encoder": BUILTIN_CHOICE, "vae": BUILTIN_CHOICE, "dtype": "auto"}},
+        {"id": "model", "type": "ChampModelLoader", "pos": [x0, y0 + 580], "widgets": {"weights": BUILTIN_CHOICE,
                                                                                       "dtype": "auto"}},
         {"id": "reference", "type": "ChampEncodeReference", "pos": [x0 + 380, y0 + 420],
-         "widgets": {"width": 512, "height": 512, "fit": "squash"}},
-        {"id": "context", "type": "ChampContextOptions", "pos": [x0 + 1280, y0 + 600], "widgets": {}},
+         "widgets": {"width": IMAGE_SIZE, "height": IMAGE_SIZE, "fit": "squash"}},
+        {"id": "context", "type": "ChampContextOptions", "pos": [x0 + 1280, y0 + 600],
+         "widgets": {"length": BuiltinSampling.window_length, "overlap": BuiltinSampling.window_overlap}},
         {"id": "sampler", "type": "ChampSampler", "pos": [x0 + 1280, y0 + 80],
-         "widgets": {"seed": 42, "control_after_generate": "fixed", "steps": 20, "cfg": 3.5}},
+         "widgets": {"seed": BuiltinSampling.seed, "control_after_generate": "fixed", "steps": BuiltinSampling.steps,
+                     "cfg": BuiltinSampling.guidance_scale, "solver": BuiltinSampling.solver,
+                     "beta_schedule": BuiltinSampling.beta_schedule}},
         {"id": "decode", "type": "ChampDecode", "pos": [x0 + 1660, y0 + 80], "widgets": {}},
         *_video_nodes(x0 + 1660, y0 + 240, "champ/animation"),
     ]
@@ -135,7 +150,7 @@ def spec_keypoints_to_animation() -> dict:
         {"id": "keypoints", "type": "ChampLoadKeypoints", "pos": [-420, 130],
          "widgets": {"keypoint_file": KEYPOINT_FILE + TAG}, "title": "Driving video keypoints"},
         {"id": "ref_keypoints", "type": "ChampLoadKeypoints", "pos": [-420, 280],
-         "widgets": {"keypoint_file": REFERENCE_KEYPOINT_FILE + TAG}, "title": "Reference keypoints"},
+         "widgets": {"keypoint_file": MANNEQUIN_KEYPOINTS + TAG}, "title": "Reference keypoints"},
         {"id": "fit", "type": "ChampFitMotion", "pos": [-20, -120], "widgets": {"fps": EXAMPLE_FPS, "person": -1}},
         {"id": "smooth", "type": "ChampSmoothMotion", "pos": [-20, 60], "widgets": {}},
         {"id": "fit_reference", "type": "ChampFitReference", "pos": [-20, 200], "widgets": {}},
@@ -153,12 +168,13 @@ def spec_keypoints_to_animation() -> dict:
 def spec_motion_to_animation() -> dict:
     """(b) reference image + motion file -> animation."""
     nodes = [
-        _note("note", "Animate a photo with a motion file (.npz: per-frame SMPL parameters + camera, e.g.\n"
-              "written by Champ Save Motion or `python -m champ_core render`).\n" + INPUTS_NOTE + "\n\n"
+        _note("note", "Animate a person with a motion file (.npz: per-frame SMPL parameters + camera, e.g.\n"
+              "written by Champ Save Motion or `python -m champ_core render`). The example person and\n"
+              "motion are generated by the pack (the motion is framed for that person).\n" + INPUTS_NOTE + "\n\n"
               + MODEL_NOTE, (-420, -330), (760, 290)),
         {"id": "body", "type": "ChampLoadBodyModel", "pos": [-420, 0], "widgets": {"model": OPEN_BODY}},
         {"id": "motion", "type": "ChampLoadMotion", "pos": [-420, 130],
-         "widgets": {"motion_file": MOTION_FILE + TAG, "start_frame": 0, "frame_count": 0}},
+         "widgets": {"motion_file": MANNEQUIN_MOTION + TAG, "start_frame": 0, "frame_count": 0}},
         *_render_nodes(340, 60),
         *_generation_nodes(-420, 620),
     ]
@@ -309,7 +325,39 @@ def write_pack_example_inputs(folder: Path = EXAMPLE_INPUTS) -> list[Path]:
     astronaut = REPO / "champ_core" / "body" / "data" / "astronaut_keypoints.json"
     frames = [{k: v for k, v in frame.items() if not k.startswith("_")} for frame in json.loads(astronaut.read_text())]
     (folder / REFERENCE_KEYPOINT_FILE).write_text(json.dumps(frames) + "\n")
+    write_mannequin_inputs(folder, body)
     return [folder / name for name in EXAMPLE_FILES]
+
+
+def write_mannequin_inputs(folder: Path, body=None) -> None:
+    """The generated person of the animation templates (see MANNEQUIN_IMAGE)."""
+    import numpy as np
+    from PIL import Image
+
+    from champ_core.body.keypoints import (
+        PoseFrames,
+        openpose18_from_body,
+        pose_frames_to_pose_keypoint,
+        project,
+    )
+    from champ_core.body.model import open_body_model
+    from champ_core.evaluation.quality import HELD_OUT_SEED
+    from champ_core.models.builtin import IMAGE_SIZE
+    from champ_core.train.people import generate_video
+    from champ_core.train.synth import SynthOptions
+
+    body = body or open_body_model()
+    size = IMAGE_SIZE
+    options = SynthOptions(videos=1, frames=EXAMPLE_FRAMES, size=size, seed=HELD_OUT_SEED + MANNEQUIN_SEED_OFFSET,
+                           motions="builtin", fps=EXAMPLE_FPS, builtin_motion=MANNEQUIN_CLIP)
+    video = generate_video(options, 0, body)
+    Image.fromarray(video.images[0]).save(folder / MANNEQUIN_IMAGE)
+    Image.fromarray(video.background).save(folder / MANNEQUIN_BACKGROUND)
+    video.motion.save(folder / MANNEQUIN_MOTION)
+    posed = video.motion.pose(body)
+    xy = np.asarray(project(openpose18_from_body(posed.vertices[:1], posed.joints[:1]).numpy(), video.motion.camera))
+    pose = PoseFrames(np.concatenate([xy, np.ones((*xy.shape[:2], 1))], axis=-1).round(2), size, size)
+    (folder / MANNEQUIN_KEYPOINTS).write_text(json.dumps(pose_frames_to_pose_keypoint(pose)) + "\n")
 
 
 def fit_view(page) -> None:

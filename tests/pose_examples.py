@@ -49,7 +49,7 @@ def spec_video_to_animation() -> dict:
         {"id": "detect", "type": "ChampDetectPose", "pos": [-440, 20], "widgets": {"person": 0, "device": "auto"}},
         {"id": "body", "type": "ChampLoadBodyModel", "pos": [-420, 230], "widgets": {"model": ex.OPEN_BODY}},
         {"id": "ref_keypoints", "type": "ChampLoadKeypoints", "pos": [-420, 350],
-         "widgets": {"keypoint_file": ex.REFERENCE_KEYPOINT_FILE + ex.TAG}, "title": "Reference keypoints"},
+         "widgets": {"keypoint_file": ex.MANNEQUIN_KEYPOINTS + ex.TAG}, "title": "Reference keypoints"},
         {"id": "fit", "type": "ChampFitMotion", "pos": [-20, -120], "widgets": {"fps": ex.EXAMPLE_FPS, "person": -1}},
         {"id": "smooth", "type": "ChampSmoothMotion", "pos": [-20, 60], "widgets": {}},
         {"id": "fit_reference", "type": "ChampFitReference", "pos": [-20, 200], "widgets": {}},
