@@ -106,7 +106,9 @@ def _run_builtin(args) -> int:
 
     def progress(event) -> None:
         bar = bars.get(event.phase)
-        if bar is None:
+        if bar is None:  # one bar per phase (reference, denoise, decode), the previous one closed
+            for other in bars.values():
+                other.close()
             bar = bars[event.phase] = tqdm(total=event.total, desc=event.phase, dynamic_ncols=True)
         bar.update(event.done - bar.n)
 

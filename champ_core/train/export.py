@@ -152,6 +152,8 @@ def export_builtin(work: str | Path, out: str | Path, sampling: dict | None = No
             "total_bytes": total,
         }
         (staging / CARD_JSON).write_text(json.dumps(card, indent=1), encoding="utf-8")
-        (staging / CARD_MD).write_text(_card_markdown(card), encoding="utf-8")
+        notes = work / "card_notes.md"  # measured quality etc., written by whoever trained it
+        markdown = _card_markdown(card) + ("\n" + notes.read_text(encoding="utf-8") if notes.is_file() else "")
+        (staging / CARD_MD).write_text(markdown, encoding="utf-8")
         write_sums(staging, files + [CARD_JSON, CARD_MD])
     return out
