@@ -608,6 +608,8 @@ def test_render_and_convert_check_outputs_before_reading(world, out, capsys):
     expect_error(capsys, ["demo", "--out", out / "d", "--fps", "-1"], "--fps -1.0")
     expect_error(capsys, ["demo", "--out", out / "d", "--motion", "moonwalk"], "--motion moonwalk",
                  "built-in motion")
+    expect_error(capsys, ["demo", "--photo", "--out", out / "d", "--motion", "moonwalk"], "--motion moonwalk",
+                 "built-in motion")
     assert list(out.iterdir()) == []
 
 
@@ -641,7 +643,7 @@ def test_demo_failing_half_way_leaves_no_output_folder(world, out, capsys, monke
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     monkeypatch.setattr(Motion, "save", full_disk)
-    expect_error(capsys, ["demo", "--out", out / "demo", "--seconds", "0.2", "--fps", "5", "--motion", "wave"],
+    expect_error(capsys, ["demo", "--photo", "--out", out / "demo", "--seconds", "0.2", "--fps", "5", "--motion", "wave"],
                  f"{out / 'demo' / 'motion_aligned.npz'}: no space left")
     assert list(out.iterdir()) == []
 
@@ -700,7 +702,7 @@ def test_bad_motion_files_demo(world, out, capsys, monkeypatch, case):
     monkeypatch.setattr(fitting, "fit_reference", lambda *a, **k: None)  # the motion fails first; skip the fit
     needle = {"truncated": "damaged or truncated", "missing-keys": "cannot read motion",
               "wrong-shape": "expected (2, 23, 3)"}[case]
-    expect_error(capsys, ["demo", "--out", out / "d", "--motion", path], needle)
+    expect_error(capsys, ["demo", "--photo", "--out", out / "d", "--motion", path], needle)
     assert not (out / "d").exists()
 
 

@@ -123,7 +123,7 @@ def test_demo_writes_real_guidance(tmp_path, capsys):
     from champ_core.cli import main
 
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--seconds", "1", "--fps", "8", "--backend", "torch"]) == 0
+    assert main(["demo", "--photo", "--out", str(out), "--seconds", "1", "--fps", "8", "--backend", "torch"]) == 0
     guidance = out / "guidance"
     for layer in ("depth", "normal", "semantic_map", "dwpose", "mask"):
         assert len(list((guidance / layer).glob("*.png"))) == 8

@@ -132,7 +132,8 @@ def test_templates_name_only_the_packs_example_inputs_and_loaders_list_them(comf
                     combos = [spec[0] for spec in required.values() if isinstance(spec[0], list)]
                     assert any(value in combo for combo in combos), f"{node['type']} does not list {value!r}"
                     named.add(value.removesuffix(TAG))
-    assert len(named) == 4
+    # the photograph (preview), the generated person with its motion and keypoints, the driving keypoints
+    assert len(named) == 5
     # Nothing was copied into the user's input folder.
     assert not named & set(os.listdir(folder_paths.get_input_directory()))
 
@@ -165,11 +166,15 @@ def test_example_motion_and_keypoints_load_in_their_loaders(comfy_host):
 
 @pytest.mark.parametrize("name", ANIMATION_TEMPLATES)
 def test_animation_templates_stop_at_validation_naming_the_missing_weights(comfy_host, name):
-    """main: the first message was ComfyUI's "Value not in list: weights: 'champ' not in [...]",
-    and the guidance part (an output node) ran: the prompt was accepted and completed."""
+    """With the released weights chosen (`champ`) but not installed. main: the first message was
+    ComfyUI's "Value not in list: weights: 'champ' not in [...]", and the guidance part (an output
+    node) ran: the prompt was accepted and completed."""
     champ_root = comfy_host.base / "models" / "champ"
     assert not (champ_root / "champ").exists()  # as for a new user (the tests' tiny weights are in tiny/)
-    result = comfy_host.run(_prompt(comfy_host, name))
+    prompt = _prompt(comfy_host, name)
+    loader = next(v for v in prompt.values() if v["class_type"] == "ChampModelLoader")
+    loader["inputs"]["weights"] = "champ"
+    result = comfy_host.run(prompt)
     assert not result.success and result.validation_error is not None
     assert result.outputs == {} and result.messages == []  # nothing ran
     model = next(k for k, v in (result.node_errors or {}).items() if v["class_type"] == "ChampModelLoader")

@@ -120,6 +120,12 @@ def test_missing_files_errors_name_the_files_and_the_folder(comfy_host):
     empty.mkdir(exist_ok=True)
     listed = models.ChampModelLoader.INPUT_TYPES()["required"]["weights"][0]
     assert "tiny" in listed and "empty" not in listed
+    # The built-in model comes first in every loader (the combo's default), the user's folders after it.
+    encoders = models.ChampImageEncoderVAELoader.INPUT_TYPES()["required"]
+    assert listed[0] == encoders["image_encoder"][0][0] == encoders["vae"][0][0] == models.BUILTIN_CHOICE
+    assert "image_encoder" in encoders["image_encoder"][0] and "sd-vae-ft-mse" in encoders["vae"][0]
+    assert models.ChampModelLoader.VALIDATE_INPUTS(models.BUILTIN_CHOICE) is True
+    assert models.ChampImageEncoderVAELoader.VALIDATE_INPUTS(models.BUILTIN_CHOICE, models.BUILTIN_CHOICE) is True
     # The same messages come first, from validation, before anything runs.
     assert "denoising_unet.pth" in models.ChampModelLoader.VALIDATE_INPUTS(models.MISSING)
     assert "image_encoder/" in models.ChampImageEncoderVAELoader.VALIDATE_INPUTS("nowhere", "sd-vae-ft-mse")
