@@ -30,16 +30,9 @@ LOSS_STEPS, LOSS_VIDEOS, LOSS_SEED = 10, 2, 77
 def mannequin_inputs(frames: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """(reference uint8 (S, S, 3), guidance uint8 {type: (F, S, S, 3)}, mask (F, S, S)) of the example person."""
     sys.path.insert(0, str(REPO / "tests"))
-    from comfy_examples import EXAMPLE_FPS, MANNEQUIN_CLIP, MANNEQUIN_SEED_OFFSET
+    from comfy_examples import mannequin_video
 
-    from champ_core.evaluation.quality import HELD_OUT_SEED
-    from champ_core.models.builtin import IMAGE_SIZE
-    from champ_core.train.people import generate_video
-    from champ_core.train.synth import SynthOptions
-
-    options = SynthOptions(videos=1, frames=frames, size=IMAGE_SIZE, seed=HELD_OUT_SEED + MANNEQUIN_SEED_OFFSET,
-                           motions="builtin", fps=EXAMPLE_FPS, builtin_motion=MANNEQUIN_CLIP)
-    video = generate_video(options, 0)
+    video = mannequin_video(frames)
     return video.images[0], {t: video.layers[t] for t in LAYERS}, video.layers["mask"]
 
 

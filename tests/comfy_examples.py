@@ -329,8 +329,20 @@ def write_pack_example_inputs(folder: Path = EXAMPLE_INPUTS) -> list[Path]:
     return [folder / name for name in EXAMPLE_FILES]
 
 
+def mannequin_video(frames: int = EXAMPLE_FRAMES, body=None):
+    """The generated person of the animation templates (a held-out synth-data seed), `frames` long."""
+    from champ_core.evaluation.quality import HELD_OUT_SEED
+    from champ_core.models.builtin import IMAGE_SIZE
+    from champ_core.train.people import generate_video
+    from champ_core.train.synth import SynthOptions
+
+    options = SynthOptions(videos=1, frames=frames, size=IMAGE_SIZE, seed=HELD_OUT_SEED + MANNEQUIN_SEED_OFFSET,
+                           motions="builtin", fps=EXAMPLE_FPS, builtin_motion=MANNEQUIN_CLIP)
+    return generate_video(options, 0, body)
+
+
 def write_mannequin_inputs(folder: Path, body=None) -> None:
-    """The generated person of the animation templates (see MANNEQUIN_IMAGE)."""
+    """The files of the templates' generated person (see MANNEQUIN_IMAGE)."""
     import numpy as np
     from PIL import Image
 
@@ -341,16 +353,10 @@ def write_mannequin_inputs(folder: Path, body=None) -> None:
         project,
     )
     from champ_core.body.model import open_body_model
-    from champ_core.evaluation.quality import HELD_OUT_SEED
-    from champ_core.models.builtin import IMAGE_SIZE
-    from champ_core.train.people import generate_video
-    from champ_core.train.synth import SynthOptions
 
     body = body or open_body_model()
-    size = IMAGE_SIZE
-    options = SynthOptions(videos=1, frames=EXAMPLE_FRAMES, size=size, seed=HELD_OUT_SEED + MANNEQUIN_SEED_OFFSET,
-                           motions="builtin", fps=EXAMPLE_FPS, builtin_motion=MANNEQUIN_CLIP)
-    video = generate_video(options, 0, body)
+    video = mannequin_video(body=body)
+    size = video.images.shape[1]
     Image.fromarray(video.images[0]).save(folder / MANNEQUIN_IMAGE)
     Image.fromarray(video.background).save(folder / MANNEQUIN_BACKGROUND)
     video.motion.save(folder / MANNEQUIN_MOTION)
