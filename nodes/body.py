@@ -264,14 +264,16 @@ class ChampFitMotion:
         }
 
     def fit(self, pose_keypoint, body_model, fps, iterations, person):
-        from ..champ_core.body import fitting, keypoints
+        from ..champ_core.body import fitting
+        from ..champ_core.pose.format import parse_with_feet
         from ._common import comfy_progress
 
         with _wrap_errors("Champ Fit Motion"), torch.inference_mode(False), torch.enable_grad():
-            pose = keypoints.parse_pose_keypoint(pose_keypoint, person="largest" if person < 0 else person)
+            # whole-body input (DWPose's 133 points): feet and hands are fitted too
+            pose, feet = parse_with_feet(pose_keypoint, person="largest" if person < 0 else person)
             progress = comfy_progress(iterations)
             motion = fitting.fit_keypoints(pose, _optimisable(body_model), fps=fps, config=_fit_config(iterations),
-                                           progress=lambda done, total: progress(done, total))
+                                           progress=lambda done, total: progress(done, total), feet=feet)
         return (motion,)
 
 

@@ -401,3 +401,37 @@ def test_the_largest_seed_samples(comfy_host):
     prompt["sampler"]["inputs"]["solver"] = "euler_ancestral"  # a solver that draws noise in its steps
     result = comfy_host.run(prompt)
     assert result.success, result.error()
+
+
+def test_fit_motion_node_fits_the_feet_of_wholebody_keypoints(comfy_host):
+    """main: Champ Fit Motion dropped `foot_keypoints_2d` (DWPose's feet), so the node's fit differed
+    from the library's whole-body fit of the same keypoints."""
+    import torch
+
+    from champ_core.body.fitting import extra_points_from_body, fit_keypoints
+    from champ_core.body.keypoints import openpose18_from_body, project
+    from champ_core.body.motions import builtin_motion, default_camera
+    from champ_core.pose.format import parse_with_feet
+
+    body_nodes = _module(comfy_host, "body")
+    classes = comfy_host.nodes.NODE_CLASS_MAPPINGS
+    (body_model,) = classes["ChampLoadBodyModel"]().load("open body (built-in, no SMPL files needed)")
+    body = body_nodes._optimisable(body_model)
+    camera = default_camera(256, 256)
+    with torch.no_grad():
+        posed = builtin_motion("walk", body, seconds=4 / 24, fps=24.0, camera=camera).pose(body)
+        vertices, joints = posed.vertices.double().numpy(), posed.joints.double().numpy()
+    with_conf = lambda xy: np.concatenate([xy, np.ones((*xy.shape[:2], 1))], -1).round(2)  # noqa: E731
+    body_xy = with_conf(np.asarray(project(openpose18_from_body(vertices, joints), camera)))
+    feet_xy = with_conf(np.asarray(project(extra_points_from_body(vertices, joints)[:, :6], camera)))
+    frames = [{"people": [{"pose_keypoints_2d": b.reshape(-1).tolist(), "foot_keypoints_2d": f.reshape(-1).tolist()}],
+               "canvas_width": 256, "canvas_height": 256} for b, f in zip(body_xy, feet_xy)]
+
+    (node_motion,) = classes["ChampFitMotion"]().fit(frames, body_model, 24.0, 12, -1)
+    pose, feet = parse_with_feet(frames)
+    assert feet is not None and feet.shape == (4, 6, 3)
+    config = body_nodes._fit_config(12)
+    with_feet = fit_keypoints(pose, body, fps=24.0, config=config, feet=feet)
+    without = fit_keypoints(pose, body, fps=24.0, config=config)
+    np.testing.assert_allclose(node_motion.body_pose, with_feet.body_pose, atol=1e-6)
+    assert np.abs(node_motion.body_pose - without.body_pose).max() > 1e-4

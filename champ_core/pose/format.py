@@ -129,3 +129,13 @@ def _body18(points: np.ndarray) -> np.ndarray:
         else:
             out[op] = [*(0.5 * (points[5, :2] + points[6, :2])), min(points[5, 2], points[6, 2])]
     return out
+
+
+def parse_with_feet(data: Any, person: str | int = "largest"):
+    """`body.keypoints.parse_pose_keypoint` of POSE_KEYPOINT frames, and the foot points (T, 6, 3) of
+    the person it tracked (None when the input has none): what the whole-body fit takes."""
+    from ..body.keypoints import parse_pose_keypoint
+
+    frames = [data] if isinstance(data, dict) else list(data)
+    pose = parse_pose_keypoint(frames, person=person)
+    return pose, feet_for_tracked(frames, pose.body, pose.width, pose.height)

@@ -156,8 +156,8 @@ class VideoKeypoints:
 def keypoints_from_file(folder: Path, source: VideoSource, width: int, height: int, count: int,
                         person: int = 0) -> VideoKeypoints:
     """`folder/<video>.json` (POSE_KEYPOINT, a list of frames) or `folder/<video>/*.json` (one per frame)."""
-    from ..body.keypoints import KeypointError, parse_pose_keypoint
-    from ..pose.format import feet_for_tracked
+    from ..body.keypoints import KeypointError
+    from ..pose.format import parse_with_feet
 
     path = folder / f"{source.name}.json"
     if path.is_file():
@@ -177,10 +177,9 @@ def keypoints_from_file(folder: Path, source: VideoSource, width: int, height: i
     if len(frames) != count:
         raise PrepareError(f"{path.name}: {len(frames)} keypoint frames for {count} video frames; they must match")
     try:
-        pose = parse_pose_keypoint(frames, person="largest" if person == 0 else _index_of_rank(frames, person))
+        pose, feet = parse_with_feet(frames, person="largest" if person == 0 else _index_of_rank(frames, person))
     except KeypointError as exc:
         raise PrepareError(f"keypoints {path.name}: {exc}") from exc
-    feet = feet_for_tracked(frames, pose.body, pose.width, pose.height)
     if (pose.width, pose.height) != (width, height):  # keypoints of a resized copy: scale to the frames
         sx, sy = width / pose.width, height / pose.height
         for arr in (pose.body, pose.hands, pose.face, feet):
