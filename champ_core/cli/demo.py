@@ -53,6 +53,7 @@ def _run_builtin(args) -> int:
     from ..atomic import atomic_dir
     from ..body.motions import BUILTIN_MOTIONS
     from ..evaluation.quality import HELD_OUT_SEED
+    from ..guidance import GUIDANCE_TYPES
     from ..models.builtin import BuiltinSampling, builtin_model_dir, builtin_size
     from ..models.errors import CheckpointError
     from ..pipeline.inputs import ArrayGuidance
@@ -92,8 +93,7 @@ def _run_builtin(args) -> int:
                            motions="builtin", fps=args.fps, builtin_motion=args.motion)
     video = generate_video(options, args.character)
     reference = video.images[0]
-    guidance = ArrayGuidance({t: video.layers[t] for t in ("depth", "normal", "semantic_map", "dwpose")},
-                             mask=video.layers["mask"])
+    guidance = ArrayGuidance({t: video.layers[t] for t in GUIDANCE_TYPES}, mask=video.layers["mask"])
     print("2/4 loading the built-in model ...")
     pipeline = load_pipeline(weights, dtype=torch.float32, device="cpu")
     sampling = SamplingOptions(steps=steps, guidance_scale=BuiltinSampling.guidance_scale, seed=BuiltinSampling.seed,
