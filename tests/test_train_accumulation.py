@@ -12,16 +12,6 @@ from train_run_helpers import TINY_STAGE1, make_videos, read_log
 from champ_core.cli import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _losses(tmp_path, data, name: str, accumulation: int, steps: int, capsys) -> list[float]:
     out = tmp_path / name
     code = main(["train", "stage1", "--config", str(TINY_STAGE1), "--no-progress",
