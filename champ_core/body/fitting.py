@@ -77,16 +77,24 @@ def extra_landmark_ids() -> torch.Tensor:
     return torch.tensor([LANDMARK_VERTICES[n] for n in names])
 
 
+def _extra_gather(num_joints: int = 24) -> torch.Tensor:
+    """Index of each extra point in the concatenation [SMPL joints (24) | the 16 extra landmarks]."""
+    order = list(range(num_joints, num_joints + 6))  # the feet
+    for side, (wrist, hand) in enumerate(HAND_JOINTS):
+        order += [wrist, hand, *range(num_joints + 6 + 5 * side, num_joints + 11 + 5 * side)]
+    return torch.tensor(order)
+
+
+_EXTRA_GATHER = _extra_gather()
+
+
 def extra_points_from_body(vertices, joints):
     """The extras' 3D points (T, 20, 3) from posed SMPL vertices (T, V, 3) (or the 16 landmark
     vertices (T, 16, 3)) and joints (T, 24, 3); numpy or torch."""
     is_np = isinstance(joints, np.ndarray)
     v, j = torch.as_tensor(vertices), torch.as_tensor(joints)
     lm = v if v.shape[1] == 16 else v[:, extra_landmark_ids().to(v.device)]
-    cols = [lm[:, :6]]
-    for side, (wrist, hand) in enumerate(HAND_JOINTS):
-        cols += [j[:, [wrist, hand]], lm[:, 6 + 5 * side: 11 + 5 * side]]
-    out = torch.cat(cols, dim=1)
+    out = torch.cat([j, lm.to(j.dtype)], dim=1)[:, _EXTRA_GATHER.to(j.device)]  # one gather (a fit step runs it)
     return out.numpy() if is_np else out
 
 
@@ -183,6 +191,7 @@ class _Fitter:
         self.limbs = [(points + list(extra) if extras else points, joints)
                       for (points, joints), extra in zip(_LIMBS, _EXTRA_LIMBS)]
         self.pix_scale = max(camera.width, camera.height) / 512.0
+        self.rigid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # see `freeze_body`
 
     def keypoints_3d(self, rot_global: torch.Tensor, body_pose: torch.Tensor, betas: torch.Tensor,
                      transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,6 +213,24 @@ class _Fitter:
         if self.extras:
             points = torch.cat([points, extra_points_from_body(landmarks[:, 5:], joints)], dim=1)
         return points, joints
+
+    def freeze_body(self, pose: torch.Tensor, betas: torch.Tensor) -> None:
+        """Precompute the body of `pose` and `betas` for `rigid_keypoints` (stage 1 holds them fixed)."""
+        T = pose.shape[0]
+        with torch.no_grad():
+            identity = torch.eye(3, device=self.dev).expand(T, 3, 3)
+            pts, joints = self.keypoints_3d(identity, pose, betas, torch.zeros(T, 3, device=self.dev))
+            root = (self.j_template[0] + torch.einsum("bk,ck->bc", betas, self.j_dirs[0]))[:, None]
+            self.rigid = (pts - root, joints - root, root.expand(T, 1, 3))
+
+    def rigid_keypoints(self, rot_global: torch.Tensor, transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`keypoints_3d` of the frozen body: with the body pose fixed, the global rotation turns the whole
+        body rigidly about its rest root joint, so a step costs two small matmuls instead of the kinematic
+        chain (the same numbers up to float rounding)."""
+        pts, joints, root = self.rigid
+        turn = rot_global.transpose(-1, -2)  # row vectors: p R^T
+        offset = root + transl[:, None]
+        return pts @ turn + offset, joints @ turn + offset
 
     def project(self, pts: torch.Tensor) -> torch.Tensor:
         z = pts[..., 2].clamp_min(1e-3)
@@ -291,7 +318,10 @@ class _Fitter:
         f = 0.5 * (self.cam.fx + self.cam.fy)
         transl = torch.stack([ab[:, 0] * 100.0 / f * z, ab[:, 1] * 100.0 / f * z, z], -1)
         T = pose.shape[0] // hyps
-        pts, joints = self.keypoints_3d(rot, pose, betas.repeat_interleave(T, 0), transl)
+        if stage == 1 and self.rigid is not None:
+            pts, joints = self.rigid_keypoints(rot, transl)
+        else:
+            pts, joints = self.keypoints_3d(rot, pose, betas.repeat_interleave(T, 0), transl)
         proj = self.project(pts)
         res = ((proj - target) / self.pix_scale).pow(2).sum(-1)
         sig2 = self.cfg.robust_sigma_px**2
@@ -381,8 +411,10 @@ class _Fitter:
             return out
 
         if cfg.stage1_iterations > 0:
+            self.freeze_body(pose.detach(), betas.detach())
             self._optimise((rot0, delta, pose, betas, ab, logz, z0), groups(delta, ab, logz, None, None), target, conf,
                            1, cfg.stage1_iterations, 1, progress, counter)
+            self.rigid = None
         if cfg.iterations > 0:
             # stage 2: every initial pose optimised at once as K independent copies of the sequence
             def rep(x: torch.Tensor) -> torch.Tensor:

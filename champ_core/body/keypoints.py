@@ -296,6 +296,16 @@ def pose_frames_to_pose_keypoint(pose: PoseFrames) -> list[dict]:
 OPENPOSE18_VERTEX_IDS = torch.tensor([LANDMARK_VERTICES[OPENPOSE18_LANDMARKS[i]] for i in (0, 14, 15, 16, 17)])
 
 
+def _openpose18_gather(num_joints: int = 24) -> torch.Tensor:
+    """Index of each OpenPose-18 point in the concatenation [SMPL joints (24) | neck | 5 landmarks]."""
+    landmark = iter(range(num_joints + 1, num_joints + 6))
+    return torch.tensor([smpl if smpl >= 0 else num_joints if smpl == -1 else next(landmark)
+                         for smpl in OPENPOSE18_FROM_SMPL])
+
+
+_OPENPOSE18_GATHER = _openpose18_gather()
+
+
 def openpose18_from_body(vertices: torch.Tensor | np.ndarray, joints: torch.Tensor | np.ndarray):
     """3D OpenPose-18 points (T, 18, 3) from posed SMPL vertices (T, V, 3) and joints (T, 24, 3).
 
@@ -306,16 +316,9 @@ def openpose18_from_body(vertices: torch.Tensor | np.ndarray, joints: torch.Tens
     v = torch.as_tensor(vertices)
     j = torch.as_tensor(joints)
     landmarks = v if v.shape[1] == 5 else v[:, OPENPOSE18_VERTEX_IDS.to(v.device)]
-    cols = []
-    lm = iter(range(5))
-    for smpl in OPENPOSE18_FROM_SMPL:
-        if smpl >= 0:
-            cols.append(j[:, smpl])
-        elif smpl == -1:
-            cols.append(0.5 * (j[:, 16] + j[:, 17]))
-        else:
-            cols.append(landmarks[:, next(lm)])
-    out = torch.stack(cols, dim=1)
+    neck = 0.5 * (j[:, 16:17] + j[:, 17:18])
+    # one gather from [joints | neck | landmarks]: the fitter runs this every step (few ops, not 18)
+    out = torch.cat([j, neck, landmarks.to(j.dtype)], dim=1)[:, _OPENPOSE18_GATHER.to(j.device)]
     return out.numpy() if is_np else out
 
 
