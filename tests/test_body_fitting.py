@@ -212,3 +212,28 @@ def test_extra_keypoints_layout():
     assert torch.allclose(pts[:, 6], out.joints[:, 20]) and torch.allclose(pts[:, 14], out.joints[:, 23])
     # upright T-pose facing the camera: heels behind the toes (further away), fingertips beyond the wrists
     assert (pts[:, 2, 2] > pts[:, 0, 2]).all() and (pts[:, 8:13, 0] - pts[:, 6:7, 0]).abs().min() > 0.05
+
+
+def test_rigid_stage_one_equals_the_full_body_computation():
+    """Stage 1 holds the body pose, so it turns the precomputed body rigidly; the points must be those
+    of the kinematic chain for any global rotation and translation."""
+    import torch
+
+    from champ_core.body.fitting import _Fitter
+    from champ_core.body.model import axis_angle_to_matrix
+    from champ_core.camera import Camera
+
+    body = _body()
+    fitter = _Fitter(body, Camera.hmr2_default(512, 512), FitConfig(), extras=True)
+    generator = torch.Generator().manual_seed(0)
+    frames = 6
+    pose = fitter.mean_pose.expand(frames, -1, -1) + 0.2 * torch.randn(frames, 23, 3, generator=generator)
+    betas = torch.randn(1, body.num_betas, generator=generator)
+    fitter.freeze_body(pose, betas)
+    rot = axis_angle_to_matrix(torch.randn(frames, 3, generator=generator))
+    transl = torch.randn(frames, 3, generator=generator)
+    points, joints = fitter.keypoints_3d(rot, pose, betas, transl)
+    rigid_points, rigid_joints = fitter.rigid_keypoints(rot, transl)
+    assert points.shape == rigid_points.shape == (frames, 38, 3)
+    torch.testing.assert_close(rigid_points, points, atol=1e-5, rtol=0)
+    torch.testing.assert_close(rigid_joints, joints, atol=1e-5, rtol=0)

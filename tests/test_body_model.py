@@ -201,3 +201,32 @@ def test_convert_smpl_command(dense_model_folder, tmp_path, capsys):
         assert set(data.files) == {"v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f"}
     assert main(["convert-smpl", str(tmp_path / "nowhere"), str(tmp_path / "x.npz")]) == 2
     assert "smpl.is.tue.mpg.de" in capsys.readouterr().err
+
+
+def _chain_kinematics(rot_mats: torch.Tensor, joints: torch.Tensor, parents: list[int]):
+    """Forward kinematics one joint at a time (the textbook recursion), to check the batched one."""
+    rots, locs = [rot_mats[:, 0]], [joints[:, 0]]
+    for j in range(1, len(parents)):
+        p = parents[j]
+        rots.append(rots[p] @ rot_mats[:, j])
+        locs.append(locs[p] + (rots[p] @ (joints[:, j] - joints[:, p])[..., None])[..., 0])
+    return torch.stack(locs, 1), torch.stack(rots, 1)
+
+
+@pytest.mark.parametrize("parents", [
+    [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21],  # SMPL's tree
+    [-1, 0, 1, 1, 3, 0, 2, 6, 6],  # uneven depths: a parent with several children, siblings out of order
+])
+def test_forward_kinematics_matches_the_joint_by_joint_recursion(parents):
+    from champ_core.body.model import axis_angle_to_matrix, forward_kinematics
+
+    generator = torch.Generator().manual_seed(3)
+    rot = axis_angle_to_matrix(torch.randn(5, len(parents), 3, generator=generator))
+    rest = torch.randn(5, len(parents), 3, generator=generator)
+    posed, transforms = forward_kinematics(rot, rest, parents)
+    want_posed, want_rot = _chain_kinematics(rot, rest, parents)
+    torch.testing.assert_close(posed, want_posed, atol=1e-5, rtol=0)
+    torch.testing.assert_close(transforms[..., :3], want_rot, atol=1e-5, rtol=0)
+    # the transform maps each rest joint onto its posed position
+    moved = (transforms[..., :3] @ rest[..., None])[..., 0] + transforms[..., 3]
+    torch.testing.assert_close(moved, want_posed, atol=1e-5, rtol=0)
