@@ -464,6 +464,11 @@ class _Fitter:
         return tuple(x.clone().requires_grad_(True) for x in out)
 
 
+def flushing_denormals() -> bool:
+    """Whether this thread's CPU float math flushes denormals to zero (torch has a setter, no getter)."""
+    return bool((torch.tensor([1e-39], dtype=torch.float32) * 1.0 == 0).item())
+
+
 def fit_keypoints(pose: PoseFrames, body: BodyModel, camera: Camera | None = None, fps: float = 30.0,
                   config: FitConfig | None = None, frame_names: list[str] | None = None,
                   progress: ProgressFn | None = None, feet: np.ndarray | None = None) -> Motion:
@@ -491,14 +496,20 @@ def fit_keypoints(pose: PoseFrames, body: BodyModel, camera: Camera | None = Non
     body_kp = kp
     if extra is not None:
         kp = np.concatenate([kp, extra], axis=1)
-    threads = torch.get_num_threads()
-    if torch.device(config.device).type == "cpu":
-        # the fit is thousands of tiny ops: extra threads only add synchronisation (10x slower measured)
+    threads, flushing = torch.get_num_threads(), flushing_denormals()
+    on_cpu = torch.device(config.device).type == "cpu"
+    if on_cpu:
+        # the fit is thousands of tiny ops: extra threads only add synchronisation (10x slower measured);
+        # and Adam's moments decay into denormal floats, which the CPU computes far slower (the whole fit
+        # ran ~17 % faster with them flushed to zero; values below 1e-38 change nothing here)
         torch.set_num_threads(1)
+        torch.set_flush_denormal(True)
     try:
         rot, body_pose, betas, transl = fitter.run(kp, progress)
     finally:
-        torch.set_num_threads(threads)
+        if on_cpu:
+            torch.set_num_threads(threads)
+            torch.set_flush_denormal(flushing)
     global_orient = matrix_to_axis_angle(rot)
     present = pose.present if pose.present is not None else (body_kp[..., 2] > 0).any(1)
     valid = np.asarray(present, dtype=bool) & ((body_kp[..., 2] > 0).sum(1) >= 3)
