@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from champ_core.body.evaluation import load_eval_dir, make_eval_sequence, pa_mpjpe, reprojection_errors
-from champ_core.body.fitting import FitConfig, fit_keypoints, fit_reference
+from champ_core.body.fitting import FitConfig, fit_keypoints, fit_reference, flushing_denormals
 from champ_core.body.keypoints import KeypointError, PoseFrames, openpose18_from_body, project
 from champ_core.body.model import load_body_model, open_body_model
 
@@ -123,12 +123,17 @@ def test_progress_reports_and_can_cancel():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with pytest.raises(KeyboardInterrupt):
-            fit_keypoints(pose, body, seq.camera, progress=stop)
-        assert torch.get_num_threads() == 2  # the fitter's single-threading is undone after an interruption
+        for flushing in (False, True):  # the fitter flushes denormals while it runs, then restores the state
+            torch.set_flush_denormal(flushing)
+            with pytest.raises(KeyboardInterrupt):
+                fit_keypoints(pose, body, seq.camera, progress=stop)
+            assert torch.get_num_threads() == 2  # the fitter's single-threading is undone after an interruption
+            assert flushing_denormals() is flushing
     finally:
         torch.set_num_threads(before)
+        torch.set_flush_denormal(False)
     cfg = FitConfig()
+    assert len(seen) == 4
     assert seen[0] == (20, cfg.stage1_iterations + cfg.iterations + cfg.refine_iterations) and seen[-1][0] == 40
 
 
