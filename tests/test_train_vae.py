@@ -72,3 +72,22 @@ def test_vae_config_is_strict(tmp_path):
         load_vae_config(path)
     config = load_vae_config(path, ["video_folder=d", "output_dir=o", "max_train_steps=7"])
     assert config.max_train_steps == 7 and config.video_folder == "d"
+    path.write_text("video_folder: x\noutput_dir: y\nlr_schedule: cosyne\n")
+    with pytest.raises(ConfigError, match="lr_schedule 'cosyne' is not one of constant, cosine"):
+        load_vae_config(path)
+
+
+def test_vae_learning_rate_schedules():
+    from champ_core.train.vae import lr_factor
+
+    constant = VAETrainConfig(max_train_steps=100, lr_warmup_steps=10)
+    cosine = VAETrainConfig(max_train_steps=100, lr_warmup_steps=10, lr_schedule="cosine")
+    for config in (constant, cosine):  # the same linear warm-up
+        assert [lr_factor(s, config) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert [lr_factor(s, constant) for s in (10, 50, 99)] == [1.0, 1.0, 1.0]
+    # cosine: from 1 after the warm-up down to 0 at the last step, halfway at the middle
+    assert lr_factor(10, cosine) == pytest.approx(0.5 * (1 + np.cos(np.pi / 90)))
+    assert lr_factor(54, cosine) == pytest.approx(0.5)
+    assert lr_factor(99, cosine) == pytest.approx(0.0, abs=1e-12)
+    factors = [lr_factor(s, cosine) for s in range(10, 100)]
+    assert all(a > b for a, b in zip(factors, factors[1:]))

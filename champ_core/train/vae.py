@@ -14,6 +14,7 @@ written atomically; `OUT/vae_log.jsonl` with the loss per logged step.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,9 @@ class VAETrainConfig:
     max_train_steps: int = 2000
     learning_rate: float = 2e-4
     lr_warmup_steps: int = 50
+    # "cosine": after the warm-up the rate falls to 0 at the last step along a half cosine; a small
+    # autoencoder's last few hundred steps at a low rate remove most of the noise of a high one.
+    lr_schedule: str = "constant"
     kl_weight: float = 1e-6
     gradient_weight: float = 0.5
     seed: int = 0
@@ -61,10 +65,24 @@ def load_vae_config(path: str | Path, overrides: Sequence[str] = ()) -> VAETrain
         raise ConfigError(f"{path}: set video_folder (a data set in the training layout), e.g. --set video_folder=DIR")
     if not config.output_dir:
         raise ConfigError(f"{path}: set output_dir, e.g. --set output_dir=out/vae")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"{path}: lr_schedule {config.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
     if config.image_size % 2 ** (len(config.block_out_channels) - 1):
         raise ConfigError(f"{path}: image_size {config.image_size} must be a multiple of "
                           f"{2 ** (len(config.block_out_channels) - 1)} for {len(config.block_out_channels)} blocks")
     return config
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, config: VAETrainConfig) -> float:
+    """The learning rate's multiplier at optimizer step `step` (0-based): linear warm-up, then the schedule."""
+    warmup = max(1, config.lr_warmup_steps)
+    if step < warmup or config.lr_schedule == "constant":
+        return min(1.0, (step + 1) / warmup)
+    progress = (step - warmup + 1) / max(1, config.max_train_steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def build_vae(config: VAETrainConfig):
@@ -164,8 +182,7 @@ def train_vae(config: VAETrainConfig, progress: Callable[[int, int, float], None
     pool = FramePool(config.video_folder, config.image_size, config.data_parts)
     vae = build_vae(config).train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / max(1, config.lr_warmup_steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     started = time.time()

@@ -5,7 +5,7 @@
 #   bash configs/train/train_builtin.sh [WORK_DIR]        (default WORK_DIR: out)
 # CPU: uses torch's default threads. CUDA: the same configs, see docs/training.md.
 # Every stage's wall time goes into WORK_DIR/small/timings.json, which the export copies into
-# the model card.
+# the model card. A rerun resumes: stages already timed there are skipped.
 set -euo pipefail
 work=${1:-out}
 small="$work/small"
@@ -15,6 +15,10 @@ timings="$small/timings.json"
 
 timed() {  # timed NAME COMMAND...: run, then record NAME's wall seconds in timings.json
   local name=$1; shift
+  if python -c "import json, sys; sys.exit(0 if sys.argv[2] in json.load(open(sys.argv[1])) else 1)" "$timings" "$name"; then
+    echo "$name: already done ($timings has its time); delete that entry to run it again"
+    return
+  fi
   local start; start=$(date +%s.%N)
   "$@"
   python - "$timings" "$name" "$start" <<'EOF'
