@@ -242,3 +242,25 @@ def test_rigid_stage_one_equals_the_full_body_computation():
     assert points.shape == rigid_points.shape == (frames, 38, 3)
     torch.testing.assert_close(rigid_points, points, atol=1e-5, rtol=0)
     torch.testing.assert_close(rigid_joints, joints, atol=1e-5, rtol=0)
+
+
+def test_constants_first_made_in_inference_mode_do_not_break_later_fits():
+    """ComfyUI runs nodes under torch.inference_mode(): the kinematics plan and the keypoint gathers,
+    cached or made at import, must still be usable as indices in a later fit's backward pass."""
+    import torch
+
+    from champ_core.body import fitting, keypoints, model
+
+    body = open_body_model()
+    model._kinematic_plan.cache_clear()
+    with torch.inference_mode():
+        body(torch.zeros(1, 3), torch.zeros(1, 23, 3))  # a render-like first use fills the cache here
+        plan = model._kinematic_plan(tuple(body._parents_list))
+        gathers = (keypoints._openpose18_gather(), fitting._extra_gather())
+    made = (plan.order, plan.inverse, plan.bone_parent, plan.root_mask, *gathers,
+            *(p for p in plan.parent_picks if isinstance(p, torch.Tensor)))
+    assert not any(t.is_inference() for t in made)
+    seq = make_eval_sequence(5, num_frames=3)
+    pose = PoseFrames(seq.keypoints_2d, seq.camera.width, seq.camera.height)
+    motion = fit_keypoints(pose, body, seq.camera, config=FitConfig(stage1_iterations=2, iterations=2, refine_iterations=2))
+    assert motion.num_frames == 3

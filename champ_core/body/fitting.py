@@ -82,7 +82,8 @@ def _extra_gather(num_joints: int = 24) -> torch.Tensor:
     order = list(range(num_joints, num_joints + 6))  # the feet
     for side, (wrist, hand) in enumerate(HAND_JOINTS):
         order += [wrist, hand, *range(num_joints + 6 + 5 * side, num_joints + 11 + 5 * side)]
-    return torch.tensor(order)
+    with torch.inference_mode(False):  # a normal tensor even when imported inside inference mode (ComfyUI)
+        return torch.tensor(order)
 
 
 _EXTRA_GATHER = _extra_gather()

@@ -299,8 +299,9 @@ OPENPOSE18_VERTEX_IDS = torch.tensor([LANDMARK_VERTICES[OPENPOSE18_LANDMARKS[i]]
 def _openpose18_gather(num_joints: int = 24) -> torch.Tensor:
     """Index of each OpenPose-18 point in the concatenation [SMPL joints (24) | neck | 5 landmarks]."""
     landmark = iter(range(num_joints + 1, num_joints + 6))
-    return torch.tensor([smpl if smpl >= 0 else num_joints if smpl == -1 else next(landmark)
-                         for smpl in OPENPOSE18_FROM_SMPL])
+    with torch.inference_mode(False):  # a normal tensor even when imported inside inference mode (ComfyUI)
+        return torch.tensor([smpl if smpl >= 0 else num_joints if smpl == -1 else next(landmark)
+                             for smpl in OPENPOSE18_FROM_SMPL])
 
 
 _OPENPOSE18_GATHER = _openpose18_gather()

@@ -122,6 +122,13 @@ class _KinematicPlan:
 
 @functools.lru_cache(maxsize=8)
 def _kinematic_plan(parents: tuple[int, ...]) -> _KinematicPlan:
+    # made outside inference mode even when first asked for inside it (ComfyUI runs nodes there): a
+    # cached inference tensor used as an index would break every later fit's backward pass
+    with torch.inference_mode(False):
+        return _make_kinematic_plan(parents)
+
+
+def _make_kinematic_plan(parents: tuple[int, ...]) -> _KinematicPlan:
     depth = [0] * len(parents)
     for j in range(1, len(parents)):
         depth[j] = depth[parents[j]] + 1
