@@ -221,8 +221,8 @@ class _Fitter:
         with torch.no_grad():
             identity = torch.eye(3, device=self.dev).expand(T, 3, 3)
             pts, joints = self.keypoints_3d(identity, pose, betas, torch.zeros(T, 3, device=self.dev))
-            root = (self.j_template[0] + torch.einsum("bk,ck->bc", betas, self.j_dirs[0]))[:, None]
-            self.rigid = (pts - root, joints - root, root.expand(T, 1, 3))
+            root = joints[:, :1]  # unturned and unmoved, the root joint sits at its rest position
+            self.rigid = (pts - root, joints - root, root)
 
     def rigid_keypoints(self, rot_global: torch.Tensor, transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """`keypoints_3d` of the frozen body: with the body pose fixed, the global rotation turns the whole
