@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from ..camera import Camera
-from .keypoints import OPENPOSE18_VERTEX_IDS, KeypointError, PoseFrames, openpose18_from_body
+from .keypoints import OPENPOSE18_VERTEX_IDS, KeypointError, PoseFrames, _openpose18_gather, neck_point
 from .model import (
     LANDMARK_VERTICES,
+    NUM_JOINTS,
     BodyModel,
     axis_angle_to_matrix,
     forward_kinematics,
@@ -153,6 +154,11 @@ def _rot_y(angle: float) -> torch.Tensor:
     return torch.tensor([[c, 0, s], [0, 1.0, 0], [-s, 0, c]])
 
 
+def _flat_dirs(dirs: torch.Tensor) -> torch.Tensor:
+    """Blend directions (P, 3, K) as a (K, P*3) matrix: `coeffs @ flat` is their (.., P*3) offsets."""
+    return dirs.permute(2, 0, 1).reshape(dirs.shape[2], -1).contiguous()
+
+
 def _fill_missing(values: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """Nearest-valid fill along time for frames where ok is False."""
     if ok.all() or not ok.any():
@@ -172,16 +178,17 @@ class _Fitter:
         self.dtype = torch.float32
         # copies of the few buffers the fit needs, on the fitting device (the model itself is left alone)
         j_reg, shapedirs = body.J_regressor.to(dev), body.shapedirs.to(dev)
+        # blend shapes as (K, points x 3) matrices: one matmul per step instead of an einsum's reshapes
         self.j_template = (j_reg @ body.v_template.to(dev)).to(self.dtype)
-        self.j_dirs = torch.einsum("jv,vck->jck", j_reg, shapedirs).to(self.dtype)
+        self.j_dirs = _flat_dirs(torch.einsum("jv,vck->jck", j_reg, shapedirs).to(self.dtype))
         self.extras = extras
         ids = OPENPOSE18_VERTEX_IDS
         if extras:
             ids = torch.cat([ids, extra_landmark_ids()])
         ids = ids.to(body.v_template.device)
         self.lm_template = body.v_template[ids].to(dev)
-        self.lm_dirs = body.shapedirs[ids].to(dev)
-        self.lm_posedirs = body.posedirs[ids].to(dev)
+        self.lm_dirs = _flat_dirs(body.shapedirs[ids].to(dev))
+        self.lm_posedirs = _flat_dirs(body.posedirs[ids].to(dev))
         self.lm_weights = body.lbs_weights[ids].to(dev)
         self.parents = body._parents_list
         self.mean_pose = natural_pose().to(dev)
@@ -191,7 +198,16 @@ class _Fitter:
         self.kp_weight = (torch.cat([_KP_WEIGHT, _EXTRA_WEIGHT * scale]) if extras else _KP_WEIGHT).to(dev)
         self.limbs = [(points + list(extra) if extras else points, joints)
                       for (points, joints), extra in zip(_LIMBS, _EXTRA_LIMBS)]
+        gather = _openpose18_gather()  # into [joints | neck | 5 head landmarks]
+        if extras:  # their landmarks come after the neck and the 5 head landmarks
+            extra = _extra_gather()
+            gather = torch.cat([gather, torch.where(extra >= NUM_JOINTS, extra + 6, extra)])
+        self.point_gather = gather.to(dev)
         self.pix_scale = max(camera.width, camera.height) / 512.0
+        self.focal = torch.tensor([camera.fx, camera.fy], dtype=self.dtype, device=dev)
+        self.centre = torch.tensor([camera.cx, camera.cy], dtype=self.dtype, device=dev)
+        torso = [0.3, 1, 1, 0.3, 0.1, 1, 0.3, 0.1, 1, 0.3, 0.1, 1, 0.3, 0.1, 0.2, 0.2, 0.2, 0.2]
+        self.torso_weight = torch.tensor(torso + [0.1] * (len(self.kp_weight) - 18), device=dev)
         self.rigid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # see `freeze_body`
 
     def keypoints_3d(self, rot_global: torch.Tensor, body_pose: torch.Tensor, betas: torch.Tensor,
@@ -201,19 +217,16 @@ class _Fitter:
         T = body_pose.shape[0]
         rots = torch.cat([rot_global[:, None], axis_angle_to_matrix(body_pose)], dim=1)
         betas = betas.expand(T, -1)
-        rest = self.j_template + torch.einsum("bk,jck->bjc", betas, self.j_dirs)
+        rest = self.j_template + (betas @ self.j_dirs).view(T, -1, 3)
         posed, transforms = forward_kinematics(rots, rest, self.parents)
-        v_shaped = self.lm_template + torch.einsum("bk,vck->bvc", betas, self.lm_dirs)
+        v_shaped = self.lm_template + (betas @ self.lm_dirs).view(T, -1, 3)
         pose_feature = (rots[:, 1:] - torch.eye(3, device=self.dev)).reshape(T, -1)
-        v_posed = v_shaped + torch.einsum("bp,vcp->bvc", pose_feature, self.lm_posedirs)
-        per_vertex = torch.einsum("vj,bjrc->bvrc", self.lm_weights, transforms)
+        v_posed = v_shaped + (pose_feature @ self.lm_posedirs).view(T, -1, 3)
+        per_vertex = (self.lm_weights @ transforms.flatten(2)).view(T, -1, 3, 4)
         landmarks = (per_vertex[..., :3] @ v_posed[..., None])[..., 0] + per_vertex[..., 3]
-        joints = posed + transl[:, None]
-        landmarks = landmarks + transl[:, None]
-        points = openpose18_from_body(landmarks[:, :5], joints)
-        if self.extras:
-            points = torch.cat([points, extra_points_from_body(landmarks[:, 5:], joints)], dim=1)
-        return points, joints
+        # `openpose18_from_body` (then `extra_points_from_body`) as one gather from [joints | neck | landmarks]
+        source = torch.cat([posed, neck_point(posed), landmarks], 1) + transl[:, None]
+        return source.index_select(1, self.point_gather), source[:, :NUM_JOINTS]
 
     def freeze_body(self, pose: torch.Tensor, betas: torch.Tensor) -> None:
         """Precompute the body of `pose` and `betas` for `rigid_keypoints` (stage 1 holds them fixed)."""
@@ -234,9 +247,7 @@ class _Fitter:
         return pts @ turn + offset, joints @ turn + offset
 
     def project(self, pts: torch.Tensor) -> torch.Tensor:
-        z = pts[..., 2].clamp_min(1e-3)
-        c = self.cam
-        return torch.stack([c.fx * pts[..., 0] / z + c.cx, c.fy * pts[..., 1] / z + c.cy], -1)
+        return pts[..., :2] / pts[..., 2:].clamp_min(1e-3) * self.focal + self.centre
 
     # ------------------------------------------------------------------------------------ init
     def heading_guess(self, kp: np.ndarray, steps: int = 24) -> torch.Tensor:
@@ -317,7 +328,7 @@ class _Fitter:
         rot = rot0 @ axis_angle_to_matrix(delta)
         z = z0 * torch.exp(logz)
         f = 0.5 * (self.cam.fx + self.cam.fy)
-        transl = torch.stack([ab[:, 0] * 100.0 / f * z, ab[:, 1] * 100.0 / f * z, z], -1)
+        transl = torch.cat([ab * (100.0 / f) * z[:, None], z[:, None]], -1)
         T = pose.shape[0] // hyps
         if stage == 1 and self.rigid is not None:
             pts, joints = self.rigid_keypoints(rot, transl)
@@ -329,8 +340,7 @@ class _Fitter:
         robust = sig2 * res / (res + sig2)
         w = conf * self.kp_weight
         if stage == 1:  # torso first: shoulders, hips, neck carry the orientation
-            torso = [0.3, 1, 1, 0.3, 0.1, 1, 0.3, 0.1, 1, 0.3, 0.1, 1, 0.3, 0.1, 0.2, 0.2, 0.2, 0.2]
-            w = w * torch.tensor(torso + [0.1] * (w.shape[-1] - 18), device=self.dev)
+            w = w * self.torso_weight
         e_proj = w * robust
         e_pose = self.cfg.pose_weight * 1000.0 * pose_prior(pose, self.mean_pose, self.stiffness, self.rom)
         e_betas = self.cfg.betas_weight * 1000.0 * betas.pow(2).sum() * T
@@ -341,15 +351,16 @@ class _Fitter:
             # pelvis's image position, and its depth as the change of apparent size (a pelvis-to-head
             # length). Metric root depth would be scaled like lateral motion and far cameras (depth
             # drifting by metres) would then pin the body in place.
-            jk, scale = joints.reshape(hyps, T, -1, 3), px_per_m.reshape(hyps, T, -1, 1)
-            rel = jk - jk[:, :, :1]
-            acc_rel = (rel[:, 2:] - 2 * rel[:, 1:-1] + rel[:, :-2]) * scale[:, 1:-1]
+            # All three tracks go through one second difference, as columns of one (hyps, T, 3J + 3) tensor.
+            jk, scale = joints.reshape(hyps, T, -1, 3), px_per_m.reshape(hyps, T, -1)
             root = jk[:, :, 0]
             image = root[..., :2] / root[..., 2:].clamp_min(1e-3) * (f / self.pix_scale)
-            acc_image = image[:, 2:] - 2 * image[:, 1:-1] + image[:, :-2]
-            log_z = torch.log(root[..., 2].clamp_min(1e-3))
-            acc_depth = (log_z[:, 2:] - 2 * log_z[:, 1:-1] + log_z[:, :-2]) * (0.85 * scale[:, 1:-1, 0, 0])
-            e_smooth = self.cfg.smooth_weight * (acc_rel.pow(2).sum() + acc_image.pow(2).sum() + acc_depth.pow(2).sum())
+            log_z = torch.log(root[..., 2:].clamp_min(1e-3))
+            tracks = torch.cat([(jk - jk[:, :, :1]).flatten(2), image, log_z], -1)
+            acc = tracks[:, 2:] - 2 * tracks[:, 1:-1] + tracks[:, :-2]
+            weight = torch.cat([scale[..., None].expand(*scale.shape, 3).flatten(2), torch.ones_like(image),
+                                0.85 * scale[..., :1]], -1)[:, 1:-1]  # no gradient: the scale is detached
+            e_smooth = self.cfg.smooth_weight * (acc * weight).pow(2).sum()
         return e_proj, e_pose, e_betas, e_smooth, rot, transl
 
     def energy(self, params, target, conf, stage: int, hyps: int = 1):
@@ -357,7 +368,7 @@ class _Fitter:
         return e_proj.sum() + e_pose.sum() + e_betas + e_smooth, rot, transl
 
     def _optimise(self, params, groups, target, conf, stage, iters, hyps, progress, counter):
-        opt = torch.optim.Adam([dict(g) for g in groups])
+        opt = torch.optim.Adam([dict(g) for g in groups], fused=True)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=0.0)
         for _ in range(iters):
             opt.zero_grad(set_to_none=True)

@@ -307,6 +307,11 @@ def _openpose18_gather(num_joints: int = 24) -> torch.Tensor:
 _OPENPOSE18_GATHER = _openpose18_gather()
 
 
+def neck_point(joints: torch.Tensor) -> torch.Tensor:
+    """OpenPose's neck (T, 1, 3) from SMPL joints (T, 24, 3): the middle of the two shoulders."""
+    return 0.5 * (joints[:, 16:17] + joints[:, 17:18])
+
+
 def openpose18_from_body(vertices: torch.Tensor | np.ndarray, joints: torch.Tensor | np.ndarray):
     """3D OpenPose-18 points (T, 18, 3) from posed SMPL vertices (T, V, 3) and joints (T, 24, 3).
 
@@ -317,7 +322,7 @@ def openpose18_from_body(vertices: torch.Tensor | np.ndarray, joints: torch.Tens
     v = torch.as_tensor(vertices)
     j = torch.as_tensor(joints)
     landmarks = v if v.shape[1] == 5 else v[:, OPENPOSE18_VERTEX_IDS.to(v.device)]
-    neck = 0.5 * (j[:, 16:17] + j[:, 17:18])
+    neck = neck_point(j)
     # one gather from [joints | neck | landmarks]: the fitter runs this every step (few ops, not 18)
     out = torch.cat([j, neck, landmarks.to(j.dtype)], dim=1)[:, _OPENPOSE18_GATHER.to(j.device)]
     return out.numpy() if is_np else out

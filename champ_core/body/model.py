@@ -60,15 +60,27 @@ class BodyOutput:
 
 
 def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
-    """Rodrigues' formula, batched over leading dims: (..., 3) -> (..., 3, 3)."""
+    """Rodrigues' formula, batched over leading dims: (..., 3) -> (..., 3, 3).
+
+    Written as cos I + sin [n]x + (1 - cos) n n^T with the cross-product matrix [n]x taken as one
+    matmul with a constant, in few tensor ops: the body fit calls this on small batches every step."""
     angle = torch.linalg.vector_norm(aa + 1e-8, dim=-1, keepdim=True)
     axis = aa / angle
     cos, sin = torch.cos(angle)[..., None], torch.sin(angle)[..., None]
-    x, y, z = axis.unbind(-1)
-    zero = torch.zeros_like(x)
-    skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*aa.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device).expand_as(skew)
-    return eye + sin * skew + (1.0 - cos) * (skew @ skew)
+    cross = (axis @ _cross_matrix_basis(aa.dtype, aa.device)).unflatten(-1, (3, 3))
+    eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
+    return cos * eye + sin * cross + (1.0 - cos) * (axis[..., :, None] * axis[..., None, :])
+
+
+@functools.lru_cache(maxsize=8)
+def _cross_matrix_basis(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(3, 9): v @ basis is the cross-product matrix [v]x, flattened row-major. Made outside inference
+    mode so a copy first made in a ComfyUI node can still enter a later fit's autograd graph."""
+    with torch.inference_mode(False):
+        basis = torch.zeros(3, 3, 3, dtype=dtype, device=device)
+        for k, (i, j) in enumerate(((2, 1), (0, 2), (1, 0))):  # [v]x[i, j] = v_k, [v]x[j, i] = -v_k
+            basis[k, i, j], basis[k, j, i] = 1.0, -1.0
+        return basis.reshape(3, 9)
 
 
 def matrix_to_axis_angle(mat: torch.Tensor) -> torch.Tensor:
@@ -114,7 +126,8 @@ class _KinematicPlan:
     inverse: torch.Tensor  # position of each joint in `order`
     bone_parent: torch.Tensor  # parent of each joint, the root pointing at itself
     root_mask: torch.Tensor  # (J, 1): 0 for the root (its "bone" is its rest position), 1 elsewhere
-    levels: tuple[tuple[int, int], ...]  # (start, stop) of each depth in `order`
+    bottom_row: torch.Tensor  # (1, 1, 1, 4): (0, 0, 0, 1), the last row of a homogeneous transform
+    level_sizes: tuple[int, ...]  # number of joints at each depth: `order` split into consecutive slices
     # per depth after the first: how to pick each joint's parent out of the previous depth's frames:
     # None = one to one in order, "expand" = all children of a single parent, else an index tensor
     parent_picks: tuple[torch.Tensor | str | None, ...]
@@ -134,12 +147,8 @@ def _make_kinematic_plan(parents: tuple[int, ...]) -> _KinematicPlan:
         depth[j] = depth[parents[j]] + 1
     levels = [[j for j in range(len(parents)) if depth[j] == d] for d in range(max(depth) + 1)]
     order = [j for level in levels for j in level]
-    bounds, picks, start = [], [], 0
-    for d, level in enumerate(levels):
-        bounds.append((start, start + len(level)))
-        start += len(level)
-        if d == 0:
-            continue
+    picks = []
+    for d, level in enumerate(levels[1:], start=1):
         previous = levels[d - 1]
         local = [previous.index(parents[j]) for j in level]
         if local == list(range(len(previous))):
@@ -151,16 +160,18 @@ def _make_kinematic_plan(parents: tuple[int, ...]) -> _KinematicPlan:
     return _KinematicPlan(
         order=torch.tensor(order), inverse=torch.tensor([order.index(j) for j in range(len(parents))]),
         bone_parent=torch.tensor([0] + list(parents[1:])), root_mask=(torch.arange(len(parents)) > 0).float()[:, None],
-        levels=tuple(bounds), parent_picks=tuple(picks),
+        bottom_row=torch.tensor([0.0, 0.0, 0.0, 1.0]).reshape(1, 1, 1, 4),
+        level_sizes=tuple(len(level) for level in levels), parent_picks=tuple(picks),
     )  # fmt: skip
 
 
 def _pick_parents(frames: torch.Tensor, pick: torch.Tensor | str | None, count: int) -> torch.Tensor:
+    """The parent frame of each of a depth's `count` joints, from the previous depth's frames (joint-major)."""
     if pick is None:
         return frames
     if isinstance(pick, str):
-        return frames.expand(-1, count, *frames.shape[2:])
-    return frames.index_select(1, pick.to(frames.device))
+        return frames.expand(count, *frames.shape[1:])
+    return frames.index_select(0, pick.to(frames.device))
 
 
 def forward_kinematics(rot_mats: torch.Tensor, joints: torch.Tensor, parents: list[int]):
@@ -169,29 +180,22 @@ def forward_kinematics(rot_mats: torch.Tensor, joints: torch.Tensor, parents: li
     Returns (posed joint positions (B,J,3), skinning transforms (B,J,3,4)) where the transform of
     joint j maps a rest-pose point to its posed position if it were fully attached to joint j.
     Joints of one tree depth are composed together (9 batched steps for SMPL instead of 23), on
-    joints sorted by depth so that each depth is a slice: the body fit runs this hundreds of times
-    on small batches, where the number of tensor ops, not their size, sets the time.
+    joints sorted by depth so that each depth is a slice, and each joint's rotation and bone travel
+    as one homogeneous 4x4 matrix, so a step is a single matmul: the body fit runs this hundreds of
+    times on small batches, where the number of tensor ops, not their size, sets the time.
     """
     plan = _kinematic_plan(tuple(parents))
     device = joints.device
-    bones = joints - joints[:, plan.bone_parent.to(device)] * plan.root_mask.to(device, joints.dtype)
-    order = plan.order.to(device)
-    local_rots, bones = rot_mats[:, order], bones[:, order]
-    rots: list[torch.Tensor] = []
-    locs: list[torch.Tensor] = []
-    for d, (start, stop) in enumerate(plan.levels):
-        rot, bone = local_rots[:, start:stop], bones[:, start:stop]
-        if d == 0:
-            rots.append(rot)
-            locs.append(bone)
-            continue
-        parent_rot = _pick_parents(rots[-1], plan.parent_picks[d - 1], stop - start)
-        parent_loc = _pick_parents(locs[-1], plan.parent_picks[d - 1], stop - start)
-        rots.append(parent_rot @ rot)
-        locs.append(parent_loc + (parent_rot @ bone[..., None])[..., 0])
-    inverse = plan.inverse.to(device)
-    global_rot = torch.cat(rots, 1)[:, inverse]
-    posed = torch.cat(locs, 1)[:, inverse]
+    bones = joints - joints.index_select(1, plan.bone_parent.to(device)) * plan.root_mask.to(device, joints.dtype)
+    bottom = plan.bottom_row.to(device, joints.dtype).expand(*bones.shape[:2], 1, 4)
+    local = torch.cat([torch.cat([rot_mats, bones[..., None]], -1), bottom], -2)
+    # joint-major (J, B, 4, 4): each depth's slice is then contiguous and its matmul needs no copy
+    steps = local.transpose(0, 1).index_select(0, plan.order.to(device)).split(plan.level_sizes)
+    frames = [steps[0]]
+    for step, pick in zip(steps[1:], plan.parent_picks):
+        frames.append(_pick_parents(frames[-1], pick, step.shape[0]) @ step)
+    world = torch.cat(frames).index_select(0, plan.inverse.to(device)).transpose(0, 1)[..., :3, :]  # bottom rows are constant
+    global_rot, posed = world[..., :3], world[..., 3]
     offset = posed - (global_rot @ joints[..., None])[..., 0]
     return posed, torch.cat([global_rot, offset[..., None]], dim=-1)
 
