@@ -213,9 +213,10 @@ class _Fitter:
     def keypoints_3d(self, rot_global: torch.Tensor, body_pose: torch.Tensor, betas: torch.Tensor,
                      transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """OpenPose-18 3D points (T,18,3) (then the 20 extras when fitting them) and SMPL joints (T,24,3)
-        in the camera frame."""
+        in the camera frame. `body_pose`: axis-angle (T,23,3) or rotation matrices (T,23,3,3)."""
         T = body_pose.shape[0]
-        rots = torch.cat([rot_global[:, None], axis_angle_to_matrix(body_pose)], dim=1)
+        pose_rots = body_pose if body_pose.dim() == 4 else axis_angle_to_matrix(body_pose)
+        rots = torch.cat([rot_global[:, None], pose_rots], dim=1)
         betas = betas.expand(T, -1)
         rest = self.j_template + (betas @ self.j_dirs).view(T, -1, 3)
         posed, transforms = forward_kinematics(rots, rest, self.parents)
@@ -325,15 +326,17 @@ class _Fitter:
         With `hyps` > 1 the N = hyps x T frames are independent copies of the sequence (one per
         initial pose), each with its own betas; the temporal term never links two copies."""
         rot0, delta, pose, betas, ab, logz, z0 = params
-        rot = rot0 @ axis_angle_to_matrix(delta)
         z = z0 * torch.exp(logz)
         f = 0.5 * (self.cam.fx + self.cam.fy)
         transl = torch.cat([ab * (100.0 / f) * z[:, None], z[:, None]], -1)
         T = pose.shape[0] // hyps
         if stage == 1 and self.rigid is not None:
+            rot = rot0 @ axis_angle_to_matrix(delta)
             pts, joints = self.rigid_keypoints(rot, transl)
-        else:
-            pts, joints = self.keypoints_3d(rot, pose, betas.repeat_interleave(T, 0), transl)
+        else:  # the global correction and the body pose through one Rodrigues call
+            mats = axis_angle_to_matrix(torch.cat([delta[:, None], pose], 1))
+            rot = rot0 @ mats[:, 0]
+            pts, joints = self.keypoints_3d(rot, mats[:, 1:], betas.repeat_interleave(T, 0), transl)
         proj = self.project(pts)
         res = ((proj - target) / self.pix_scale).pow(2).sum(-1)
         sig2 = self.cfg.robust_sigma_px**2
@@ -368,7 +371,7 @@ class _Fitter:
         return e_proj.sum() + e_pose.sum() + e_betas + e_smooth, rot, transl
 
     def _optimise(self, params, groups, target, conf, stage, iters, hyps, progress, counter):
-        opt = torch.optim.Adam([dict(g) for g in groups], fused=True)
+        opt = _adam([dict(g) for g in groups])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(iters, 1), eta_min=0.0)
         for _ in range(iters):
             opt.zero_grad(set_to_none=True)
@@ -474,6 +477,15 @@ class _Fitter:
         best = int(counts.argmax())
         out = (delta[pick], new_pose, betas[best:best + 1], ab[pick], logz[pick])
         return tuple(x.clone().requires_grad_(True) for x in out)
+
+
+def _adam(groups: list[dict]) -> torch.optim.Adam:
+    """Adam in one fused kernel per step where torch has it for the device (CPU since torch 2.4), else
+    the per-parameter loop: the fit's five small parameter groups make the loop's op count matter."""
+    try:
+        return torch.optim.Adam(groups, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(groups)
 
 
 def flushing_denormals() -> bool:

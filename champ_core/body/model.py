@@ -165,13 +165,15 @@ def _make_kinematic_plan(parents: tuple[int, ...]) -> _KinematicPlan:
     )  # fmt: skip
 
 
-def _pick_parents(frames: torch.Tensor, pick: torch.Tensor | str | None, count: int) -> torch.Tensor:
-    """The parent frame of each of a depth's `count` joints, from the previous depth's frames (joint-major)."""
+def _pick_parents(frames: torch.Tensor, pick: torch.Tensor | str | None, previous: int, count: int,
+                  batch: int) -> torch.Tensor:
+    """The parent frame of each of a depth's `count` joints, from the `previous` depth's frames, both
+    joint-major (joints*batch, 4, 4)."""
     if pick is None:
         return frames
     if isinstance(pick, str):
-        return frames.expand(count, *frames.shape[1:])
-    return frames.index_select(0, pick.to(frames.device))
+        return frames.repeat(count, 1, 1)
+    return frames.unflatten(0, (previous, batch)).index_select(0, pick.to(frames.device)).flatten(0, 1)
 
 
 def forward_kinematics(rot_mats: torch.Tensor, joints: torch.Tensor, parents: list[int]):
@@ -189,12 +191,16 @@ def forward_kinematics(rot_mats: torch.Tensor, joints: torch.Tensor, parents: li
     bones = joints - joints.index_select(1, plan.bone_parent.to(device)) * plan.root_mask.to(device, joints.dtype)
     bottom = plan.bottom_row.to(device, joints.dtype).expand(*bones.shape[:2], 1, 4)
     local = torch.cat([torch.cat([rot_mats, bones[..., None]], -1), bottom], -2)
-    # joint-major (J, B, 4, 4): each depth's slice is then contiguous and its matmul needs no copy
-    steps = local.transpose(0, 1).index_select(0, plan.order.to(device)).split(plan.level_sizes)
+    # joint-major (J*B, 4, 4): each depth is then a contiguous slice and its step one bmm, without copies
+    batch = local.shape[0]
+    steps = local.transpose(0, 1).index_select(0, plan.order.to(device)).flatten(0, 1).split(
+        [n * batch for n in plan.level_sizes])
     frames = [steps[0]]
-    for step, pick in zip(steps[1:], plan.parent_picks):
-        frames.append(_pick_parents(frames[-1], pick, step.shape[0]) @ step)
-    world = torch.cat(frames).index_select(0, plan.inverse.to(device)).transpose(0, 1)[..., :3, :]  # bottom rows are constant
+    for d, (step, pick) in enumerate(zip(steps[1:], plan.parent_picks), start=1):
+        parents_of_step = _pick_parents(frames[-1], pick, plan.level_sizes[d - 1], plan.level_sizes[d], batch)
+        frames.append(torch.bmm(parents_of_step, step))
+    world = torch.cat(frames).unflatten(0, (len(parents), batch)).index_select(0, plan.inverse.to(device))
+    world = world.transpose(0, 1)[..., :3, :]  # (B, J, 3, 4): the bottom rows are constant
     global_rot, posed = world[..., :3], world[..., 3]
     offset = posed - (global_rot @ joints[..., None])[..., 0]
     return posed, torch.cat([global_rot, offset[..., None]], dim=-1)
