@@ -216,3 +216,24 @@ def test_video_metrics_on_fewer_than_16_frames(tmp_path):
     assert any(w.startswith("fvd: 0 clips") for w in result.warnings) and result.errors == []
     with pytest.raises(EvaluationError, match=r"clip7: 15 frames, but the video metrics \(fvd\) need clips of 16 frames"):
         evaluate_frames(gt, gt, metrics=["psnr", "fvd"], models_dir=tmp_path, device="cpu", name="clip7")
+
+
+def test_error_outside_person_splits_a_ring_from_the_rest():
+    from champ_core.evaluation.foreground import error_outside_person
+
+    truth = np.full((20, 20, 3), 100, np.uint8)
+    mask = np.zeros((20, 20), bool)
+    mask[8:12, 8:12] = True
+    frame = truth.copy()
+    frame[mask] = 0  # errors inside the person do not count
+    frame[7, 8:12] = 125  # 4 of the ring's 2-px pixels, 25 levels off
+    frame[6, 8:12] = 124  # 24 levels: not more than the threshold
+    frame[0, :10] = 200  # 10 far pixels
+    ring, far = error_outside_person(frame, truth, mask, ring=2)
+    ring_size = 8 * 8 - 16
+    assert ring == pytest.approx(4 / ring_size)
+    assert far == pytest.approx(10 / (400 - 64))
+    ring, far = error_outside_person(truth, truth, np.zeros((20, 20), bool))
+    assert np.isnan(ring) and far == 0.0
+    with pytest.raises(ValueError, match="differ in size"):
+        error_outside_person(frame, truth, mask[:10])

@@ -9,6 +9,8 @@ network: the pixels that differ from the background. Small pure functions on num
 - `mask_iou`: intersection over union of two masks (1 when both are empty).
 - `foreground_region`: the union of a video's ground-truth masks, dilated by a square of radius r.
 - `masked_psnr`: PSNR over the pixels of a region only (float64, 0-255 levels).
+- `error_outside_person`: the fractions of pixels off by more than 24/255 from the ground truth in a
+  ring around the person and beyond it (where a decoder's errors break `person_mask`).
 - `temporal_error`: mean over consecutive pairs (t, t+1), over the pixels in mask_t or mask_t+1
   and the three channels, of |(gen_t+1 - gen_t) - (gt_t+1 - gt_t)|, in 0-255 levels.
 
@@ -87,6 +89,22 @@ def mask_iou(pred, gt) -> float:
     if union == 0:
         return 1.0
     return float(np.count_nonzero(pred & gt) / union)
+
+
+def error_outside_person(frame, truth, mask, threshold: int = FOREGROUND_THRESHOLD, ring: int = 3) -> tuple[float, float]:
+    """(ring fraction, far fraction): of the pixels within `ring` px around `mask` (outside it), and of
+    those farther out, the share where `frame` differs from `truth` by more than `threshold` levels in
+    any channel; NaN for an empty set. Pixels off by that much outside the person are false positives
+    of `person_mask`, whatever the frame shows there."""
+    frame, truth = _check_rgb(frame, "frame"), _check_rgb(truth, "ground truth")
+    mask = _as_mask(mask, "mask")
+    if frame.shape != truth.shape or frame.shape[:2] != mask.shape:
+        raise ValueError(f"frame {frame.shape}, ground truth {truth.shape} and mask {mask.shape} differ in size")
+    off = (np.abs(frame.astype(np.int16) - truth.astype(np.int16)) > threshold).any(axis=-1)
+    near = binary_dilate(mask, ring)
+    ring_pixels, far_pixels = near & ~mask, ~near
+    share = lambda where: float(off[where].mean()) if where.any() else math.nan  # noqa: E731
+    return share(ring_pixels), share(far_pixels)
 
 
 def region_radius(height: int, width: int, fraction: float = REGION_DILATION_FRACTION) -> int:
