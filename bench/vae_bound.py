@@ -60,6 +60,10 @@ def main() -> None:
         for flag, value in (("--videos", args.videos), ("--frames", args.frames), ("--size", args.size)):
             check_positive(value, flag, integer=True)
         folders = [check_input_dir(v, "--vae") for v in (args.vae or [str(q.BUILTIN_MODEL_DIR / "vae")])]
+        for folder in folders:
+            if not (folder / "config.json").is_file():
+                raise CommandError(f"--vae {folder}: no config.json there; give a diffusers AutoencoderKL folder "
+                                   "(a `train vae` run writes it as OUTPUT_DIR/vae)")
     except CommandError as error:
         sys.exit(f"error: {error}")
     sequences = q.generated_sequences(args.videos, max(args.frames, q.MIN_FRAMES), args.size, args.size)
