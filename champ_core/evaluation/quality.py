@@ -354,7 +354,7 @@ def sampling_options(settings: QualitySettings, pipeline):
 def initial_latents(pipeline, options, num_frames: int, width: int, height: int):
     """The seeded initial noise (times the scheduler's initial sigma) every sampled method starts from."""
     scheduler, _ = pipeline.make_scheduler(options)
-    return pipeline.initial_noise(num_frames, width, height, options.seed) * scheduler.init_noise_sigma
+    return pipeline.model_noise(num_frames, width, height, options.seed) * scheduler.init_noise_sigma
 
 
 def sample_frames(pipeline, sequence: QualitySequence, options, latents, zero_embedding: bool = False) -> np.ndarray:

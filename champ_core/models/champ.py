@@ -56,6 +56,10 @@ class ChampModel(nn.Module):
         self.guidance_types = tuple(t for t in GUIDANCE_TYPES if t in guidance_encoders)
         for guidance_type in self.guidance_types:
             self.add_module(ENCODER_PREFIX + guidance_type, guidance_encoders[guidance_type])
+        scales = {t: guidance_encoders[t].downsampling for t in self.guidance_types}
+        if len(set(scales.values())) > 1:
+            raise ModelInputError(f"the guidance encoders downsample by different factors {scales}; "
+                                  "they must all match the latent grid")
         if dtype is not None and dtype != self.dtype:
             raise ModelInputError(f"the networks are {self.dtype}, not {dtype}")
         if device is not None:
@@ -74,6 +78,17 @@ class ChampModel(nn.Module):
     def device(self, device: torch.device | str) -> None:
         """Setting the device moves every network there (a no-op where they already are)."""
         self.to(device)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latents the denoiser works on (4 for the SD1.5 VAE)."""
+        return self.denoising_unet.config.in_channels
+
+    @property
+    def latent_scale(self) -> int:
+        """Pixels per latent along each side (8 for the SD1.5 VAE): the guidance encoders bring
+        guidance frames to the latent grid, so their downsampling is the latents' scale."""
+        return getattr(self, ENCODER_PREFIX + self.guidance_types[0]).downsampling
 
     @property
     def guidance_encoders(self) -> dict[str, GuidanceEncoder]:

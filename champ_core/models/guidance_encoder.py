@@ -34,12 +34,17 @@ class GuidanceEncoder(nn.Module):
         self.conv_out = nn.Conv2d(widths[-1], config.embedding_channels, kernel_size=3, padding=1)
 
     @property
+    def downsampling(self) -> int:
+        """Pixels per feature along each side: one stride-2 conv per step of `block_out_channels`."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
     def num_reference_attention_blocks(self) -> int:
         """How many `attentions.N` blocks the reference builds (one after every conv of `blocks`)."""
         return len(self.blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, F, H, W) in [0, 1] -> (B, C, F, ceil(H/8), ceil(W/8))."""
+        """x (B, 3, F, H, W) in [0, 1] -> (B, C, F, ceil(H/d), ceil(W/d)), d = `downsampling` (8 in Champ)."""
         if x.ndim != 5 or x.shape[1] != self.config.in_channels:
             raise ModelInputError(
                 f"guidance must be (B, {self.config.in_channels}, F, H, W) in [0, 1], got {tuple(x.shape)}"

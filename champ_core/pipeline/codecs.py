@@ -53,8 +53,11 @@ class DiffusersVAE:
     def __init__(self, vae: torch.nn.Module, scaling_factor: float | None = None) -> None:
         self.vae = vae
         # The reference multiplies by a hard-coded 0.18215; SD1.5's VAE config holds the same value.
-        config_factor = getattr(getattr(vae, "config", None), "scaling_factor", None)
+        config = getattr(vae, "config", None)
+        config_factor = getattr(config, "scaling_factor", None)
         self.scaling_factor = float(scaling_factor or config_factor or SD_VAE_SCALING_FACTOR)
+        # Pixels per latent: every encoder block but the last halves the size (8 for SD1.5's VAE).
+        self.downsampling = 2 ** (len(getattr(config, "block_out_channels", (0,) * 4)) - 1)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

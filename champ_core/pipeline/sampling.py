@@ -6,7 +6,8 @@ Reading order (what `ChampPipeline.animate` does):
    features once (`prepare_reference`: reference tokens and their key/value projections per layer);
    that context serves every step and every window.
 2. Initial latents: Gaussian noise from a CPU `torch.Generator` seeded with `seed`, shape
-   (1, 4, F, H/8, W/8), times the scheduler's initial sigma; the same numbers on every device.
+   (1, C, F, H/s, W/s) on the networks' latent grid (`ChampModel.latent_channels` / `latent_scale`;
+   SD1.5's C = 4, s = 8), times the scheduler's initial sigma; the same numbers on every device.
    Callers may pass their own.
 3. For every step and every window of the plan (`windows.py`): the window's guidance features come
    from the guidance stage (`GuidanceFeatureCache`: each frame encoded once while the byte budget
@@ -128,7 +129,7 @@ def encode_reference(
     background=(255, 255, 255),
 ) -> ReferenceEncoding:
     """CLIP embedding (the image squashed to 224x224) and scaled VAE latent mean at width x height."""
-    check_size(width, height)
+    check_size(width, height, getattr(vae, "downsampling", PIXEL_MULTIPLE))
     vae_input, clip_input = prepare_reference(image, width, height, fit, background)
     vae_pixels = torch.from_numpy(np.array(vae_input)).permute(2, 0, 1)[None].float() / 255.0
     clip_pixels = torch.from_numpy(np.array(clip_input)).permute(2, 0, 1)[None].float() / 255.0
@@ -175,7 +176,7 @@ def scaled_latents(samples: torch.Tensor, scaling_factor: float = SD_VAE_SCALING
     return samples.permute(1, 0, 2, 3)[None].float() * scaling_factor
 
 
-PIXEL_MULTIPLE = 8  # the VAE's downsampling (the UNets handle odd latent sizes)
+PIXEL_MULTIPLE = 8  # SD1.5's VAE downsampling, the default grid (the UNets handle odd latent sizes)
 
 
 def check_size(width: int, height: int, multiple: int = PIXEL_MULTIPLE) -> None:
@@ -227,21 +228,31 @@ class ChampDenoiser:
         return self.models.dtype
 
     def pixel_multiple(self) -> int:
-        return PIXEL_MULTIPLE
+        return self.models.latent_scale
 
     def check_size(self, width: int, height: int) -> None:
         check_size(width, height, self.pixel_multiple())
 
     # -- noise -----------------------------------------------------------------------------
     @staticmethod
-    def initial_noise(num_frames: int, width: int, height: int, seed: int, channels: int = 4) -> torch.Tensor:
+    def initial_noise(num_frames: int, width: int, height: int, seed: int, channels: int = 4,
+                      scale: int = PIXEL_MULTIPLE) -> torch.Tensor:
+        """Seeded Gaussian noise (1, channels, F, H/scale, W/scale); SD1.5's latent grid by default."""
         generator = seed_generator(seed)
-        return torch.randn((1, channels, num_frames, height // 8, width // 8), generator=generator)
+        return torch.randn((1, channels, num_frames, height // scale, width // scale), generator=generator)
+
+    def latent_shape(self, num_frames: int, width: int, height: int) -> tuple[int, int, int, int, int]:
+        scale = self.models.latent_scale
+        return (1, self.models.latent_channels, num_frames, height // scale, width // scale)
+
+    def model_noise(self, num_frames: int, width: int, height: int, seed: int) -> torch.Tensor:
+        """`initial_noise` on this model's latent grid (channels and scale from the networks)."""
+        return self.initial_noise(num_frames, width, height, seed, self.models.latent_channels, self.models.latent_scale)
 
     def initial_latents(self, latents, num_frames: int, width: int, height: int, seed: int, scheduler) -> torch.Tensor:
         if latents is None:
-            latents = self.initial_noise(num_frames, width, height, seed) * scheduler.init_noise_sigma
-        expected = (1, 4, num_frames, height // 8, width // 8)
+            latents = self.model_noise(num_frames, width, height, seed) * scheduler.init_noise_sigma
+        expected = self.latent_shape(num_frames, width, height)
         if tuple(latents.shape) != expected:
             raise InputError(f"initial latents have shape {tuple(latents.shape)}, expected {expected} "
                              f"({num_frames} guidance frames at {width}x{height})")
@@ -272,6 +283,17 @@ class ChampDenoiser:
         """ReferenceNet once (timestep 0, real CLIP embedding), then the denoiser's reusable K/V context."""
         return self.models.reference_context(reference.latents.to(self.device, self.dtype),
                                              reference.clip_embeds.to(self.device, self.dtype))
+
+    def check_reference_latents(self, reference: ReferenceEncoding, latents: torch.Tensor) -> None:
+        """A VAE of another latent grid than the networks' (say SD1.5's with the built-in networks)
+        would fail deep inside the UNet; name both grids instead."""
+        got, expected = tuple(reference.latents.shape[1:]), tuple(latents.shape[1:2] + latents.shape[3:])
+        if got != expected:
+            raise InputError(
+                f"the VAE gives reference latents of shape {got} (channels, h, w), but the Champ networks work on "
+                f"{expected}: use the VAE the networks were trained with (the built-in model's own vae/ for the "
+                "built-in networks, sd-vae-ft-mse for the released Champ weights)"
+            )
 
     def reference_stage(self, reference: ReferenceEncoding, guidance_scale: float) -> Conditioning:
         """The reference context plus the CFG batch: [uncond (zero CLIP, no reference), cond]."""
@@ -367,6 +389,7 @@ class ChampDenoiser:
         types = self.guidance_types(guidance, options.guidance_strengths)
         scheduler, step_kwargs = self.make_scheduler(options)
         latents = self.initial_latents(latents, num_frames, width, height, options.seed, scheduler)
+        self.check_reference_latents(reference, latents)
         _call(progress, ProgressEvent("reference", 0, 1))
         cond = self.reference_stage(reference, options.guidance_scale)
         _call(progress, ProgressEvent("reference", 1, 1))
