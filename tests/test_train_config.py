@@ -250,3 +250,21 @@ def test_checkpoint_lookup_and_rotation(tmp_path):
     removed = st.rotate_checkpoints(tmp_path, 2)
     assert [p.name for p in removed] == ["checkpoint-2"]
     assert [s for s, _ in st.list_checkpoints(tmp_path)] == [4, 6]
+
+
+def test_tiny_unet_attention_levels_reach_the_champ_networks(tmp_path):
+    from champ_core.train.config import TinyModelConfig
+    from champ_core.train.starting import sd15_champ_config
+    from champ_core.train.tiny import build_tiny_sd_unet, tiny_unet_config
+
+    default = tiny_unet_config(TinyModelConfig(unet_block_out_channels=[32, 64, 64]))
+    assert default["down_block_types"] == ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+    assert default["up_block_types"] == ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+    tiny = TinyModelConfig(unet_block_out_channels=[32, 64, 64], unet_attention_levels=[False, True, True],
+                           cross_attention_dim=16)
+    folder = build_tiny_sd_unet(tmp_path / "sd", tiny)
+    champ = sd15_champ_config(folder / "unet")
+    assert champ.denoising_unet.down_cross_attention == (False, True, True)
+    assert champ.denoising_unet.up_cross_attention == (True, True, False)
+    with pytest.raises(ConfigError, match="2 entries for 3 UNet levels"):
+        tiny_unet_config(TinyModelConfig(unet_block_out_channels=[32, 64, 64], unet_attention_levels=[True, False]))

@@ -147,6 +147,10 @@ class TinyModelConfig:
     """Project key: the architecture of the built-in tiny networks (`builtin:tiny` model paths)."""
 
     unet_block_out_channels: list[int] = field(default_factory=lambda: [32, 64])
+    # Per level, from the full latent resolution down: whether it has (reference and cross) attention.
+    # Empty: every level but the lowest, as SD1.5. Attention at the top level dominates a CPU step
+    # once the latents are 32x32 (a 4x VAE at 128 px): [false, true, true] keeps it off there.
+    unet_attention_levels: list[bool] = field(default_factory=list)
     unet_layers_per_block: int = 1
     cross_attention_dim: int = 32
     vae_block_out_channels: list[int] = field(default_factory=lambda: [8, 16, 16, 16])

@@ -65,12 +65,17 @@ def _build(folder: Path, write) -> Path:
 def tiny_unet_config(tiny: TinyModelConfig) -> dict:
     """diffusers UNet2DConditionModel kwargs of the tiny SD1.5-style UNet (first block with cross-attention)."""
     n = len(tiny.unet_block_out_channels)
+    attention = list(tiny.unet_attention_levels) or [True] * (n - 1) + [False]
+    if len(attention) != n:
+        raise ConfigError(f"tiny_model.unet_attention_levels has {len(attention)} entries for {n} UNet levels "
+                          "(unet_block_out_channels); give one true/false per level, or none")
+    down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention]
     return dict(
         sample_size=8,
         in_channels=4,
         out_channels=4,
-        down_block_types=["CrossAttnDownBlock2D"] * (n - 1) + ["DownBlock2D"],
-        up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (n - 1),
+        down_block_types=down,
+        up_block_types=["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
         block_out_channels=list(tiny.unet_block_out_channels),
         layers_per_block=tiny.unet_layers_per_block,
         cross_attention_dim=tiny.cross_attention_dim,
