@@ -26,6 +26,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_SIZE = 224
 SD_VAE_SCALING_FACTOR = 0.18215
+SD_VAE_DOWNSAMPLING = 8
 
 
 @runtime_checkable
@@ -56,8 +57,9 @@ class DiffusersVAE:
         config = getattr(vae, "config", None)
         config_factor = getattr(config, "scaling_factor", None)
         self.scaling_factor = float(scaling_factor or config_factor or SD_VAE_SCALING_FACTOR)
-        # Pixels per latent: every encoder block but the last halves the size (8 for SD1.5's VAE).
-        self.downsampling = 2 ** (len(getattr(config, "block_out_channels", (0,) * 4)) - 1)
+        # Pixels per latent: every encoder block but the last halves the size (SD1.5's VAE: 4 blocks, 8).
+        blocks = getattr(config, "block_out_channels", None)
+        self.downsampling = 2 ** (len(blocks) - 1) if blocks else SD_VAE_DOWNSAMPLING
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .codecs import SD_VAE_SCALING_FACTOR, ImageEmbedder, LatentCodec
+from .codecs import SD_VAE_DOWNSAMPLING, SD_VAE_SCALING_FACTOR, ImageEmbedder, LatentCodec
 from .guidance_cache import GuidanceFeatureCache
 from .inputs import GuidanceSource, InputError, check_finite, prepare_reference
 from .scheduler import make_scheduler
@@ -176,7 +176,7 @@ def scaled_latents(samples: torch.Tensor, scaling_factor: float = SD_VAE_SCALING
     return samples.permute(1, 0, 2, 3)[None].float() * scaling_factor
 
 
-PIXEL_MULTIPLE = 8  # SD1.5's VAE downsampling, the default grid (the UNets handle odd latent sizes)
+PIXEL_MULTIPLE = SD_VAE_DOWNSAMPLING  # the default grid (the UNets handle odd latent sizes)
 
 
 def check_size(width: int, height: int, multiple: int = PIXEL_MULTIPLE) -> None:
