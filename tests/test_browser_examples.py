@@ -38,6 +38,8 @@ from comfy_host import PACK_FOLDER, TINY_SIZE, front_end_version
 from PIL import Image
 from safetensors.torch import load_file
 
+from champ_core.models.builtin import BuiltinSampling
+
 pytestmark = [pytest.mark.browser, pytest.mark.host, pytest.mark.slow]
 
 W, H = TINY_SIZE
@@ -218,7 +220,7 @@ def _saved(http_host, prefix: str) -> list[Path]:
     return sorted(folder.glob(Path(prefix).name + "_*"))
 
 
-def _champ_core_latents(http_host, guidance, steps, seed, length, overlap):
+def _champ_core_latents(http_host, guidance, steps, seed, length, overlap, cfg):
     from champ_core.models import load_champ_models
     from champ_core.pipeline.codecs import load_diffusers_vae, load_transformers_clip
     from champ_core.pipeline.inputs import ArrayGuidance
@@ -229,7 +231,7 @@ def _champ_core_latents(http_host, guidance, steps, seed, length, overlap):
     pipe = ChampPipeline(load_champ_models(root / "tiny"), load_diffusers_vae(root / "sd-vae-ft-mse"),
                          load_transformers_clip(root / "image_encoder"))
     reference = np.array(Image.open(EXAMPLE_INPUTS / MANNEQUIN_IMAGE).convert("RGB"))
-    options = SamplingOptions(steps=steps, guidance_scale=3.5, seed=seed,
+    options = SamplingOptions(steps=steps, guidance_scale=cfg, seed=seed,
                               windows=WindowOptions(length=length, overlap=overlap),
                               guidance_strengths=dict.fromkeys(LAYERS, 1.0))
     return pipe.animate(reference, ArrayGuidance(guidance), W, H, options, return_frames=False).latents
@@ -262,7 +264,9 @@ def test_animation_template_runs_with_tiny_weights(browser_page, http_host, arti
     # The sampler's latents equal champ_core's for the same seed, weights and guidance.
     latents = load_file(str(_saved(http_host, f"{tag}/latent")[-1]))["latent_tensor"]
     assert latents.shape == (frames, 4, H // 8, W // 8)
-    expected = _champ_core_latents(http_host, guidance, steps=2, seed=5, length=4, overlap=1)
+    cfg = next(v["inputs"]["cfg"] for v in prompt.values() if v["class_type"] == "ChampSampler")
+    assert cfg == BuiltinSampling.guidance_scale  # the template's own setting, as shipped
+    expected = _champ_core_latents(http_host, guidance, steps=2, seed=5, length=4, overlap=1, cfg=cfg)
     torch.testing.assert_close(latents.float(), expected.float(), rtol=1e-4, atol=1e-4)
 
 

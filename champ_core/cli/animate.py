@@ -51,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--output-size", type=_size, default=None, metavar="WxH",
                      help="resize the decoded frames to this size (default: the generation size)")
     gen.add_argument("--steps", type=int, default=20)
-    gen.add_argument("--cfg", type=float, default=3.5, help="classifier-free guidance scale (<= 1: off)")
+    gen.add_argument("--cfg", type=float, default=None,
+                     help="classifier-free guidance scale (<= 1: off; default 3.5 as the reference, "
+                          "the built-in model: its shipped 1.0)")
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--solver", choices=tuple(SOLVERS), default="ddim")
     gen.add_argument("--beta-schedule", choices=BETA_SCHEDULES, default="linear",
@@ -96,9 +98,13 @@ def _quiet_loaders() -> None:
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 
 
+REFERENCE_CFG = 3.5  # the reference's inference configs
+
+
 def apply_weight_defaults(args) -> None:
-    """No --weights: the built-in model, at the size it was trained at; otherwise 512x512 as the reference."""
-    from ..models.builtin import BUILTIN_DIR, builtin_model_dir, builtin_size
+    """No --weights: the built-in model, at the size it was trained at and its shipped CFG; otherwise
+    512x512 and CFG 3.5 as the reference."""
+    from ..models.builtin import BUILTIN_DIR, BuiltinSampling, builtin_model_dir, builtin_size
     from ..models.errors import CheckpointError
 
     if args.weights is None:
@@ -107,8 +113,11 @@ def apply_weight_defaults(args) -> None:
             size = builtin_size(args.weights)
         except CheckpointError as exc:
             raise CommandError(f"no --weights given and {exc}") from None
+        cfg = BuiltinSampling.guidance_scale
     else:
-        size = (512, 512)
+        size, cfg = (512, 512), REFERENCE_CFG
+    if args.cfg is None:
+        args.cfg = cfg
     if args.height is None:
         args.height = size[1] if args.width is None else args.width
     if args.width is None:
