@@ -23,6 +23,7 @@ from champ_core.models.builtin import (
     DOMAIN_NOTE,
     IMAGE_SIZE,
     SUMS,
+    BuiltinSampling,
     builtin_model_dir,
     builtin_size,
     read_card,
@@ -172,12 +173,14 @@ def test_animate_without_weights_uses_the_builtin_model(tmp_path):
     args = parser.parse_args(["--reference", "r.png", "--guidance", "g", "--out", str(tmp_path / "o.mp4")])
     animate.apply_weight_defaults(args)
     assert args.weights == BUILTIN_DIR and (args.width, args.height) == (IMAGE_SIZE, IMAGE_SIZE)
+    assert args.cfg == BuiltinSampling.guidance_scale  # the built-in model's shipped CFG
     args = parser.parse_args(["--reference", "r.png", "--guidance", "g", "--out", "o.mp4", "--weights", "w"])
     animate.apply_weight_defaults(args)
-    assert (args.width, args.height) == (512, 512)
-    args = parser.parse_args(["--reference", "r.png", "--guidance", "g", "--out", "o.mp4", "--width", "256"])
+    assert (args.width, args.height) == (512, 512) and args.cfg == 3.5  # the reference's
+    args = parser.parse_args(["--reference", "r.png", "--guidance", "g", "--out", "o.mp4", "--width", "256",
+                              "--cfg", "2.5"])
     animate.apply_weight_defaults(args)
-    assert (args.width, args.height) == (256, 256)
+    assert (args.width, args.height) == (256, 256) and args.cfg == 2.5  # given: kept
 
 
 def test_demo_writes_the_animation_side_by_side_reference_and_guidance(tmp_path):
