@@ -320,7 +320,7 @@ class ChampSampler:
                 "seed": ("INT", {"default": 42, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "tooltip": "Noise seed."}),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "Denoising steps."}),
                 "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1,
-                                  "tooltip": "Classifier-free guidance scale (released Champ: 3.5; the built-in model: 1.0; <= 1 turns it off)."}),
+                                  "tooltip": "Classifier-free guidance scale (released Champ: 3.5; the built-in model: as its templates ship it; <= 1 turns it off)."}),
                 "solver": (tuple(SOLVERS), {"default": "ddim", "tooltip": "Sampler; ddim is Champ's."}),
                 "beta_schedule": (BETA_SCHEDULES, {"default": "linear",
                                                    "tooltip": "Noise schedule; linear is Champ's inference "
