@@ -33,9 +33,12 @@ EOF
 timed synth_data python -m champ_core synth-data "$work/synth" --videos 160 --frames 48 --size 128 --seed 0
 timed vae python -m champ_core train vae --config configs/train/small_vae.yaml \
   --set video_folder="$work/synth" --set output_dir="$small"
+# The Champ networks learn from more people with fewer frames each: stage 1 samples single frames, so
+# appearances (not frames per person) are what lets it copy a reference it never saw.
+timed synth_people python -m champ_core synth-data "$work/people" --videos 480 --frames 24 --size 128 --seed 1
 timed stage1 python -m champ_core train stage1 --config configs/train/small_stage1.yaml \
-  --set data.video_folder="$work/synth" --set output_dir="$small/stage1" --set vae_model_path="$small/vae"
+  --set data.video_folder="$work/people" --set output_dir="$small/stage1" --set vae_model_path="$small/vae"
 timed stage2 python -m champ_core train stage2 --config configs/train/small_stage2.yaml \
-  --set data.video_folder="$work/synth" --set output_dir="$small/stage2" --set vae_model_path="$small/vae" \
+  --set data.video_folder="$work/people" --set output_dir="$small/stage2" --set vae_model_path="$small/vae" \
   --set stage1_ckpt_dir="$small/stage1"
 python -m champ_core train export-builtin --work "$small" --out models/champ/builtin
