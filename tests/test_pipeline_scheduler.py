@@ -23,7 +23,12 @@ def test_default_matches_reference_schedule():
     assert {k: REFERENCE_SCHEDULER_CONFIG[k] for k in ref["kwargs"]} == ref["kwargs"]
     scheduler = make_scheduler()
     assert type(scheduler).__name__ == "DDIMScheduler"
-    assert torch.equal(scheduler.alphas_cumprod, torch.tensor(ref["alphas_cumprod_float32"]))
+    expected = torch.tensor(ref["alphas_cumprod_float32"])
+    # Within float32 rounding, not bit-equal: torch.linspace and the zero-SNR rescale round
+    # differently in their AVX2 and AVX-512 kernels (up to 4e-7 here, on a scale of 1).
+    assert scheduler.alphas_cumprod.shape == expected.shape
+    assert (scheduler.alphas_cumprod - expected).abs().max().item() <= 2e-6
+    assert scheduler.alphas_cumprod[-1].item() == expected[-1].item() == 0.0  # zero terminal SNR, exactly
     assert float(scheduler.init_noise_sigma) == ref["init_noise_sigma"]
     assert float(scheduler.final_alpha_cumprod) == ref["final_alpha_cumprod"]
     for steps in (20, 3):

@@ -149,12 +149,14 @@ def test_schedulers_match(stage):
     assert objective.validation_scheduler_kwargs(yaml_kwargs) == config["val_noise_scheduler_kwargs"]
     tables = load_file(TRAINING_DIR / "schedulers.safetensors")
     scheduler = objective.make_training_scheduler(yaml_kwargs)
-    assert torch.equal(scheduler.alphas_cumprod, tables[f"stage{stage}.train.alphas_cumprod"])
-    assert torch.equal(scheduler.betas, tables[f"stage{stage}.train.betas"])
+    # Not bit-equal across CPUs: torch.linspace and the zero-SNR rescale round differently in their
+    # AVX2 and AVX-512 kernels (seen here: 3e-6 on the betas, 4e-7 on alphas_cumprod, both of scale 1).
+    assert_close(scheduler.alphas_cumprod, tables[f"stage{stage}.train.alphas_cumprod"], what="train alphas_cumprod")
+    assert_close(scheduler.betas, tables[f"stage{stage}.train.betas"], what="train betas")
     from diffusers import DDIMScheduler
 
     validation = DDIMScheduler(**objective.validation_scheduler_kwargs(yaml_kwargs))
-    assert torch.equal(validation.alphas_cumprod, tables[f"stage{stage}.val.alphas_cumprod"])
+    assert_close(validation.alphas_cumprod, tables[f"stage{stage}.val.alphas_cumprod"], what="val alphas_cumprod")
     for key, value in config["train_noise_scheduler_config"].items():
         assert scheduler.config[key] == value, key
 
