@@ -349,3 +349,43 @@ def test_bench_end_to_end_on_tiny_weights(tiny_weights, held_out_folder, tmp_pat
         assert (frames_dir / video / "strip.png").is_file()
     # --check on this result: exit 0 or 1 as its targets say
     assert bench.main(["--from-json", str(out), "--check"]) == (0 if results["passed"] else 1)
+
+
+def load_noise_sharing_bench():
+    spec = importlib.util.spec_from_file_location("bench_noise_sharing", REPO / "bench" / "noise_sharing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shared_noise_repeats_frame_zero_over_every_frame():
+    import torch
+
+    bench = load_noise_sharing_bench()
+    latents = torch.randn(1, 4, 5, 3, 2, generator=torch.Generator().manual_seed(0))
+    shared = bench.shared_noise(latents)
+    assert shared.shape == latents.shape and shared.is_contiguous()
+    for t in range(latents.shape[2]):
+        assert torch.equal(shared[:, :, t], latents[:, :, 0])
+
+
+def test_noise_sharing_bench_end_to_end_on_tiny_weights(tiny_weights, held_out_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(q.QUALITY_DIR_ENV, str(held_out_folder))
+    bench = load_noise_sharing_bench()
+    assert bench.main(["--check"]) == 2  # the quality bench's own flags are refused in one line
+    assert "belongs to bench/quality.py" in capsys.readouterr().err
+    out = tmp_path / "noise.json"
+    code = bench.main(["--weights", str(tiny_weights), "--size", f"{WIDTH}x{HEIGHT}", "--frames", str(FRAMES),
+                       "--steps", "2", "--device", "cpu", "--threads", "1", "--json", str(out)])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert tuple(results["runs"]) == bench.RUNS and results["videos"] == ["synth_00000", "synth_00001"]
+    for run, scores in results["runs"].items():
+        assert tuple(scores) == bench.SCORES and all(math.isfinite(v) for v in scores.values()), run
+    runs = results["runs"]
+    # the shared noise is another start than the independent one: other frames, other errors
+    assert runs["stage1_shared"]["temporal_error"] != runs["stage1_independent"]["temporal_error"]
+    for kind in ("independent", "shared"):
+        expected = runs[f"stage2_{kind}"]["temporal_error"] / runs[f"stage1_{kind}"]["temporal_error"]
+        assert results["temporal_error_ratio"][kind] == pytest.approx(expected)
+    assert "shared noise" in capsys.readouterr().out
