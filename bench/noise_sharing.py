@@ -62,42 +62,36 @@ def run_noise_sharing(settings: q.QualitySettings, progress=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
-
-    from champ_core.cli.errors import check_output_file, report
-
     parser = quality_bench.build_parser()
     parser.description = __doc__.split("\n\n")[0]
-    args = parser.parse_args(argv)
-    try:
-        for flag, value in (("--check", args.check), ("--save-frames", args.save_frames), ("--from-json", args.from_json)):
-            if value:
-                raise quality_bench.q.QualityError(f"{flag} belongs to bench/quality.py; this bench has no targets or frames to save")
-        settings = quality_bench.settings_from_args(args)
-        json_path = check_output_file(args.json, "--json", suffixes=(".json",)) if args.json else None
-        if args.threads is not None:
-            import torch
+    return quality_bench.guarded(run, parser.parse_args(argv))
 
-            torch.set_num_threads(args.threads)
-        with tqdm(desc="noise sharing", unit="run", file=sys.stderr) as bar:
-            def progress(done: int, total: int, what: str) -> None:
-                if bar.total != total:
-                    bar.reset(total=total)
-                bar.set_postfix_str(what, refresh=False)
-                bar.update(done - bar.n)
 
-            results = run_noise_sharing(settings, progress)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # expected failures -> one line, exit 2; a bug keeps its traceback
-        status = report(exc)
-        if status is None:
-            raise
-        return status
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from champ_core.cli.errors import check_output_file
+
+    for flag, value in (("--check", args.check), ("--save-frames", args.save_frames), ("--from-json", args.from_json)):
+        if value:
+            raise q.QualityError(f"{flag} belongs to bench/quality.py; this bench has no targets or frames to save")
+    settings = quality_bench.settings_from_args(args)
+    json_path = check_output_file(args.json, "--json", suffixes=(".json",)) if args.json else None
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    with tqdm(desc="noise sharing", unit="run", file=sys.stderr) as bar:
+        def progress(done: int, total: int, what: str) -> None:
+            if bar.total != total:
+                bar.reset(total=total)
+            bar.set_postfix_str(what, refresh=False)
+            bar.update(done - bar.n)
+
+        results = run_noise_sharing(settings, progress)
     print(f"{'run':<20} " + " ".join(f"{s:>14}" for s in SCORES))
-    for run, row in results["runs"].items():
-        print(f"{run:<20} " + " ".join(f"{row[s]:>14.4g}" for s in SCORES))
+    for name, row in results["runs"].items():
+        print(f"{name:<20} " + " ".join(f"{row[s]:>14.4g}" for s in SCORES))
     for kind, ratio in results["temporal_error_ratio"].items():
         print(f"stage2 / stage1 temporal error, {kind} noise: {ratio:.3f}")
     if json_path is not None:

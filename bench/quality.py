@@ -165,11 +165,15 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guarded(run, build_parser().parse_args(argv))
+
+
+def guarded(command, args) -> int:
+    """`command(args)`'s exit status, with the benches' failure convention around it."""
     from champ_core.cli.errors import report
 
-    args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        return command(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
