@@ -53,7 +53,8 @@ def run_noise_sharing(settings: q.QualitySettings, progress=None) -> dict:
             done += 1
             if progress is not None:
                 progress(done, len(sequences) * len(RUNS), f"{sequence.name} {run}")
-    results = {run: {k: scores[run].result()[k] for k in SCORES} for run in RUNS}
+    pooled = {run: scores[run].result() for run in RUNS}
+    results = {run: {k: pooled[run][k] for k in SCORES} for run in RUNS}
     ratios = {kind: results[f"stage2_{kind}"]["temporal_error"] / results[f"stage1_{kind}"]["temporal_error"]
               for kind in ("independent", "shared")}
     return {"weights": str(settings.weights), "videos": source["videos"], "frames": settings.frames,
