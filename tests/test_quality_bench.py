@@ -37,8 +37,8 @@ BENCH = REPO / "bench" / "quality.py"
 FRAMES = 3  # the fewest the bench accepts: reference + 2 evaluated frames (one temporal pair)
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_quality", BENCH)
+def load_bench(path: Path = BENCH):
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -352,10 +352,7 @@ def test_bench_end_to_end_on_tiny_weights(tiny_weights, held_out_folder, tmp_pat
 
 
 def load_noise_sharing_bench():
-    spec = importlib.util.spec_from_file_location("bench_noise_sharing", REPO / "bench" / "noise_sharing.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench(REPO / "bench" / "noise_sharing.py")
 
 
 def test_shared_noise_repeats_frame_zero_over_every_frame():
