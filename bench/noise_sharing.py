@@ -69,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
     from champ_core.cli.errors import check_output_file
 
     for flag, value in (("--check", args.check), ("--save-frames", args.save_frames), ("--from-json", args.from_json)):
@@ -82,13 +80,7 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    with tqdm(desc="noise sharing", unit="run", file=sys.stderr) as bar:
-        def progress(done: int, total: int, what: str) -> None:
-            if bar.total != total:
-                bar.reset(total=total)
-            bar.set_postfix_str(what, refresh=False)
-            bar.update(done - bar.n)
-
+    with quality_bench.progress_bar("noise sharing") as progress:
         results = run_noise_sharing(settings, progress)
     print(f"{'run':<20} " + " ".join(f"{s:>14}" for s in SCORES))
     for name, row in results["runs"].items():

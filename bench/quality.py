@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,6 +106,21 @@ def check_frames_dir(path: str):
     return check_output_dir(folder, "--save-frames", overwrite=True)
 
 
+@contextmanager
+def progress_bar(description: str):
+    """A tqdm bar on stderr as the library's `progress(done, total, what)` callback."""
+    from tqdm import tqdm
+
+    with tqdm(desc=description, unit="run", file=sys.stderr) as bar:
+        def progress(done: int, total: int, what: str) -> None:
+            if bar.total != total:  # a new phase: generating/reading sequences, then the runs
+                bar.reset(total=total)
+            bar.set_postfix_str(what, refresh=False)
+            bar.update(done - bar.n)
+
+        yield progress
+
+
 def print_targets(targets) -> None:
     for target in targets:
         value = "n/a" if target["value"] is None else f"{target['value']:.4g}"
@@ -132,18 +148,10 @@ def run(args) -> int:
 
         torch.set_num_threads(args.threads)
 
-    from tqdm import tqdm
-
     collected: dict = {}
     keep = (lambda video, method, frames: collected.setdefault(video, {}).__setitem__(method, frames)) \
         if frames_dir is not None else None
-    with tqdm(desc="quality", unit="run", file=sys.stderr) as bar:
-        def progress(done: int, total: int, what: str) -> None:
-            if bar.total != total:  # a new phase: generating/reading sequences, then the runs
-                bar.reset(total=total)
-            bar.set_postfix_str(what, refresh=False)
-            bar.update(done - bar.n)
-
+    with progress_bar("quality") as progress:
         results = q.run_quality(settings, progress=progress, keep_frames=keep)
     for line in results["warnings"]:
         print(f"warning: {line}", file=sys.stderr)
