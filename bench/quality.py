@@ -26,6 +26,8 @@ from champ_core.evaluation import quality as q  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from champ_core.pipeline.scheduler import BETA_SCHEDULES
+
     defaults = q.QualitySettings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cfg", type=float, default=defaults.guidance_scale,
                         help=f"classifier-free guidance scale (default {defaults.guidance_scale:g}, as the templates)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help=f"initial-noise seed (default {defaults.seed})")
+    parser.add_argument("--beta-schedule", default=defaults.beta_schedule, choices=BETA_SCHEDULES,
+                        help=f"the sampler's betas (default {defaults.beta_schedule}, as the templates)")
     parser.add_argument("--sequence-seed", type=int, default=q.HELD_OUT_SEED,
                         help=f"seed of the generated held-out people, >= {q.HELD_OUT_SEED} (default {q.HELD_OUT_SEED})")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
@@ -91,7 +95,7 @@ def settings_from_args(args) -> q.QualitySettings:
         weights=q.check_weights_folder(args.weights),
         stage1_weights=Path(args.stage1_weights) if args.stage1_weights else None,
         width=width, height=height, videos=args.videos, frames=args.frames, steps=args.steps,
-        guidance_scale=args.cfg, seed=args.seed, sequence_seed=args.sequence_seed, sequences_dir=quality_dir,
+        guidance_scale=args.cfg, seed=args.seed, beta_schedule=args.beta_schedule, sequence_seed=args.sequence_seed, sequences_dir=quality_dir,
         device=str(device), dtype=args.dtype, models_dir=Path(args.models) if args.models else None,
     )
 
