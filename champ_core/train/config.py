@@ -186,6 +186,8 @@ class TrainConfig:
     # false (the reference): the ReferenceNet's tokens reach the denoiser rounded to float16 even in
     # float32 training; true hands them over unrounded (batch-size invariant, for exact comparisons)
     reference_bank_fp32: bool = False
+    # stage 2: weight of the frame-to-frame error term (champ_core/train/objective.py); 0 = the reference
+    temporal_loss_weight: float = 0.0
     tiny_model: TinyModelConfig = field(default_factory=TinyModelConfig)
 
     stage = "stage1"
@@ -414,6 +416,10 @@ def validate(config: TrainConfig) -> None:
         fail("data.num_workers", f"must be >= 0, got {config.data.num_workers}")
     if not 0.0 <= config.uncond_ratio <= 1.0:
         fail("uncond_ratio", f"must be within [0, 1], got {config.uncond_ratio}")
+    if config.temporal_loss_weight < 0:
+        fail("temporal_loss_weight", f"must be >= 0 (0: the reference's loss), got {config.temporal_loss_weight}")
+    if config.temporal_loss_weight > 0 and not isinstance(config, Stage2Config):
+        fail("temporal_loss_weight", "only applies to stage 2 (stage 1 trains on single frames); set it to 0")
     if config.solver.learning_rate <= 0:
         fail("solver.learning_rate", f"must be > 0, got {config.solver.learning_rate}")
     if config.checkpoints_total_limit < 0:

@@ -16,6 +16,12 @@ draws them; these functions compute with them):
 8. per-sample MSE over (C, F, h, w), times the min-SNR weight min(snr + 1, gamma) / (snr + 1)
    (the +1 is the v-prediction convention, applied before the min), mean over the batch.
 
+One project option, off by default (so the reference's numbers stay exact): `temporal_weight`
+adds, per sample, that many times the MSE of the prediction error's frame-to-frame difference
+(`temporal_difference_mse`) before the min-SNR weight. The optimum is unchanged (both terms are
+smallest at the exact prediction); what changes is where a short stage 2 spends its steps: on the
+part of the error that differs from frame to frame, which is what the sampler turns into flicker.
+
 Inference's unconditional branch uses a literal zero CLIP embedding instead of CLIP(zero pixels):
 a train/inference mismatch of the reference that is kept here (docs/training.md).
 """
@@ -135,6 +141,19 @@ def clip_embeddings(image_encoder, clip_pixels: torch.Tensor) -> torch.Tensor:
 # The loss
 
 
+def temporal_difference_mse(model_pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample MSE of the error's difference between consecutive frames, (B,); zeros when F == 1.
+
+    model_pred/target: (B, C, F, h, w). A frame-constant error costs nothing here; an error that
+    is independent from frame to frame costs twice its plain MSE.
+    """
+    error = model_pred.float() - target.float()
+    if error.ndim != 5 or error.shape[2] < 2:
+        return error.new_zeros(error.shape[0])
+    step = error[:, :, 1:] - error[:, :, :-1]
+    return step.pow(2).mean(dim=(1, 2, 3, 4))
+
+
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # scalar
@@ -145,6 +164,7 @@ class LossOutput:
     weights: torch.Tensor  # min-SNR weights (B,) (ones without snr_gamma)
     mse_per_sample: torch.Tensor  # (B,)
     weighted_mse_per_sample: torch.Tensor  # (B,)
+    temporal_mse_per_sample: torch.Tensor | None = None  # (B,), when the temporal term is on
 
 
 def weighted_mse(model_pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor):
@@ -167,12 +187,14 @@ def training_loss(
     *,
     uncond: bool,
     snr_gamma: float | None = 5.0,
+    temporal_weight: float = 0.0,
 ) -> LossOutput:
     """The reference's loss for one batch, from latents, noise and timesteps.
 
     model: a `ChampModel`. latents/noise (B, 4, F, h, w); guidance (B, 3*G, F, H, W) in [0, 1],
     channel-stacked in the model's guidance order; reference_latents (B, 4, h, w) (ignored when
     `uncond`: the ReferenceNet is skipped); clip_embeds (B, 1, D) (of zeroed pixels when uncond).
+    temporal_weight > 0 adds the frame-difference term (module docstring); 0 is the reference's loss.
     """
     noisy = add_noise(alphas_cumprod, latents, noise, timesteps)
     target = velocity(alphas_cumprod, latents, noise, timesteps)
@@ -186,5 +208,11 @@ def training_loss(
         weights = min_snr_weights(snr, snr_gamma, v_prediction=True)
     else:
         weights = torch.ones_like(snr)
-    loss, per_sample, weighted = weighted_mse(model_pred, target, weights.to(model_pred.device))
-    return LossOutput(loss, model_pred, target, noisy, snr, weights, per_sample, weighted)
+    weights = weights.to(model_pred.device)
+    loss, per_sample, weighted = weighted_mse(model_pred, target, weights)
+    temporal = None
+    if temporal_weight > 0:
+        temporal = temporal_difference_mse(model_pred, target)
+        weighted = weighted + temporal_weight * temporal * weights
+        loss = weighted.mean()
+    return LossOutput(loss, model_pred, target, noisy, snr, weights, per_sample, weighted, temporal)

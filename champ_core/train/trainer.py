@@ -603,7 +603,8 @@ class Trainer:
                             num_train_timesteps=num_train_timesteps, noise_offset=config.noise_offset,
                             uncond_ratio=config.uncond_ratio, device=device, scale=scale)
                         out = training_loss(model, alphas_cumprod, latents, noise, timesteps, clip, guidance,
-                                            ref_latents, uncond=uncond, snr_gamma=config.snr_gamma or None)
+                                            ref_latents, uncond=uncond, snr_gamma=config.snr_gamma or None,
+                                            temporal_weight=config.temporal_loss_weight)
                         accelerator.backward(out.loss)
                         grad_norm = None
                         if accelerator.sync_gradients:
