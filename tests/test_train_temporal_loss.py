@@ -36,7 +36,7 @@ def _loss(weight: float, frames: int = 5):
                                    temporal_weight=weight)
 
 
-def test_difference_mse_of_constant_independent_and_single_frame_errors():
+def test_difference_mse_of_constant_one_frame_and_single_frame_errors():
     target = torch.randn(2, 4, 6, 3, 3)
     offset = torch.randn(2, 4, 1, 3, 3)
     assert torch.allclose(objective.temporal_difference_mse(target + offset, target), torch.zeros(2), atol=1e-6)
@@ -49,7 +49,6 @@ def test_difference_mse_of_constant_independent_and_single_frame_errors():
 
 def test_weight_zero_is_the_reference_loss_and_a_weight_adds_the_term_under_min_snr():
     plain = _loss(0.0)
-    acp, latents, noise, timesteps = _inputs(5)
     expected, _, _ = objective.weighted_mse(plain.model_pred, plain.target, plain.weights)
     assert plain.temporal_mse_per_sample is None
     assert torch.equal(plain.loss, expected)
