@@ -95,7 +95,8 @@ def settings_from_args(args) -> q.QualitySettings:
         weights=q.check_weights_folder(args.weights),
         stage1_weights=Path(args.stage1_weights) if args.stage1_weights else None,
         width=width, height=height, videos=args.videos, frames=args.frames, steps=args.steps,
-        guidance_scale=args.cfg, seed=args.seed, beta_schedule=args.beta_schedule, sequence_seed=args.sequence_seed, sequences_dir=quality_dir,
+        guidance_scale=args.cfg, seed=args.seed, beta_schedule=args.beta_schedule,
+        sequence_seed=args.sequence_seed, sequences_dir=quality_dir,
         device=str(device), dtype=args.dtype, models_dir=Path(args.models) if args.models else None,
     )
 

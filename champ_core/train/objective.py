@@ -148,7 +148,7 @@ def temporal_difference_mse(model_pred: torch.Tensor, target: torch.Tensor) -> t
     is independent from frame to frame costs twice its plain MSE.
     """
     error = model_pred.float() - target.float()
-    if error.ndim != 5 or error.shape[2] < 2:
+    if error.shape[2] < 2:
         return error.new_zeros(error.shape[0])
     step = error[:, :, 1:] - error[:, :, :-1]
     return step.pow(2).mean(dim=(1, 2, 3, 4))
@@ -209,10 +209,9 @@ def training_loss(
     else:
         weights = torch.ones_like(snr)
     weights = weights.to(model_pred.device)
-    loss, per_sample, weighted = weighted_mse(model_pred, target, weights)
+    _, per_sample, weighted = weighted_mse(model_pred, target, weights)
     temporal = None
     if temporal_weight > 0:
         temporal = temporal_difference_mse(model_pred, target)
         weighted = weighted + temporal_weight * temporal * weights
-        loss = weighted.mean()
-    return LossOutput(loss, model_pred, target, noisy, snr, weights, per_sample, weighted, temporal)
+    return LossOutput(weighted.mean(), model_pred, target, noisy, snr, weights, per_sample, weighted, temporal)
